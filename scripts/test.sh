@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Runs every test suite and ends with one line "N passed, M failed":
+#   1. build (release), cmocka unit tests
+#   2. pytest integration tests against build/sori
+#   3. the same unit and integration tests under ASan+UBSan (build/asan)
+#   4. the integration tests under ThreadSanitizer (build/tsan)
+#   5. every libFuzzer target replaying its corpus (build/fuzz)
+# Environment: SORI_TEST_QUICK=1 skips 3-4; PYTEST_ARGS passes flags to pytest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+JOBS=${JOBS:-2}
+total_pass=0
+total_fail=0
+summary=()
+log_dir=build/test-logs
+mkdir -p "$log_dir"
+
+note() { printf '\n=== %s ===\n' "$*"; }
+count() { # name pass fail
+  total_pass=$((total_pass + $2)); total_fail=$((total_fail + $3))
+  summary+=("$(printf '%-28s %5d passed, %d failed' "$1" "$2" "$3")")
+}
+
+build() { # variant
+  note "build $1"
+  if ! make --no-print-directory -j"$JOBS" VARIANT="$1" "${@:2}" >"$log_dir/build-$1.log" 2>&1; then
+    tail -40 "$log_dir/build-$1.log"
+    count "build $1" 0 1
+    return 1
+  fi
+  return 0
+}
+
+unit() { # outdir label
+  local pass=0 fail=0
+  for t in "$1"/tests/test_*; do
+    [ -x "$t" ] || continue
+    out=$("$t" 2>&1); rc=$?
+    p=$(grep -oE '\[  PASSED  \] [0-9]+' <<<"$out" | grep -oE '[0-9]+$' | tail -1)
+    f=$(grep -oE '\[  FAILED  \] [0-9]+' <<<"$out" | grep -oE '[0-9]+$' | tail -1)
+    p=${p:-0}; f=${f:-0}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    if [ "$f" -ne 0 ] || grep -qE 'runtime error:|ERROR: (Address|Leak)Sanitizer' <<<"$out"; then
+      echo "$out" | tail -60; [ "$f" -eq 0 ] && f=1
+    fi
+    printf '  %-32s %3d passed, %d failed\n' "$(basename "$t")" "$p" "$f"
+    pass=$((pass + p)); fail=$((fail + f))
+  done
+  count "$2" "$pass" "$fail"
+}
+
+integration() { # binary label
+  note "integration: $2"
+  local out rc p f e
+  out=$(SORI_BIN="$1" timeout 1500 $PY -m pytest -q -p no:cacheprovider tests/integration ${PYTEST_ARGS:-} 2>&1); rc=$?
+  echo "$out" | tail -30
+  p=$(grep -oE '[0-9]+ passed' <<<"$out" | tail -1 | grep -oE '^[0-9]+'); p=${p:-0}
+  f=$(grep -oE '[0-9]+ failed' <<<"$out" | tail -1 | grep -oE '^[0-9]+'); f=${f:-0}
+  e=$(grep -oE '[0-9]+ errors?' <<<"$out" | tail -1 | grep -oE '^[0-9]+'); e=${e:-0}
+  f=$((f + e))
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  count "$2" "$p" "$f"
+}
+
+fuzz_replay() {
+  note "fuzz corpus replay"
+  local pass=0 fail=0
+  for t in build/fuzz/fuzz_*; do
+    [ -x "$t" ] || continue
+    name=$(basename "$t"); name=${name#fuzz_}
+    corpus=tests/fuzz/corpus/$name
+    [ -d "$corpus" ] || { echo "  no corpus for $name"; fail=$((fail + 1)); continue; }
+    n=$(find "$corpus" -type f | wc -l)
+    if "$t" -runs=0 "$corpus" >"$log_dir/fuzz-$name.log" 2>&1 && \
+       find "$corpus" -type f -print0 | xargs -0 -r "$t" >>"$log_dir/fuzz-$name.log" 2>&1; then
+      printf '  %-24s %4d inputs ok\n' "$name" "$n"; pass=$((pass + 1))
+    else
+      tail -30 "$log_dir/fuzz-$name.log"; fail=$((fail + 1))
+    fi
+  done
+  count "fuzz corpus replay" "$pass" "$fail"
+}
+
+if build release all unit; then
+  note "unit (release)"; unit build "unit (release)"
+  integration build/sori "integration (release)"
+fi
+if [ "${SORI_TEST_QUICK:-0}" != 1 ]; then
+  if build asan all unit; then
+    note "unit (asan+ubsan)"
+    ASAN_OPTIONS=detect_leaks=1 unit build/asan "unit (asan+ubsan)"
+    integration build/asan/sori "integration (asan+ubsan)"
+  fi
+  if build tsan all; then
+    integration build/tsan/sori "integration (tsan)"
+  fi
+fi
+if build fuzz fuzz-bins; then fuzz_replay; fi
+
+note "summary"
+printf '%s\n' "${summary[@]}"
+echo
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]

@@ -1,0 +1,257 @@
+/*
+ * main.c: the `sori` command: subcommands, flags, startup and shutdown.
+ *
+ * `sori serve` reads the config, prepares the data directory and the secret,
+ * loads the browser client, starts the workers and waits on the main thread
+ * for SIGTERM/SIGINT: then it stops accepting, closes WebSockets with 1001,
+ * waits up to --drain-timeout-ms for connections to finish and exits 0.
+ * Exit codes: 0 ok, 1 runtime failure, 2 bad usage (flag, config value).
+ */
+#include "http/http_server.h"
+#include "http/http_static.h"
+#include "net/net.h"
+#include "proto/proto.h"
+#include "util/config.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "ws/ws.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef SORI_VERSION
+#define SORI_VERSION "0.1.0"
+#endif
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "sori %s: a real-time chat server\n\n"
+            "usage:\n"
+            "  sori serve [flags]      run a chat node\n"
+            "  sori version            print the version\n"
+            "  sori help               this text\n\n"
+            "flags of `sori serve` (also `name = value` lines in a --config file):\n",
+            SORI_VERSION);
+    if (out == stdout) config_print_help(0);
+}
+
+static int mkdir_p(const char *path, char *err, size_t errlen)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) goto fail;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "--data-dir %.200s: cannot create %.200s: %s", path, tmp, strerror(errno));
+    return SORI_EIO;
+}
+
+/* --secret, else SORI_SECRET, else DATA_DIR/secret (made once, mode 0600). */
+static int load_secret(char *err, size_t errlen)
+{
+    if (sori_config.secret && *sori_config.secret) return 0;
+    const char *env = getenv("SORI_SECRET");
+    if (env && *env) {
+        sori_config.secret = strdup(env);
+        return 0;
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/secret", sori_config.data_dir);
+    char hex[65] = {0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, hex, 64);
+        close(fd);
+        if (n < 32) {
+            snprintf(err, errlen, "%.300s: the secret file is too short; delete it to make a new one", path);
+            return SORI_EINVAL;
+        }
+        hex[n] = 0;
+        hex[strcspn(hex, "\r\n")] = 0;
+        sori_config.secret = strdup(hex);
+        return 0;
+    }
+    unsigned char raw[32];
+    if (RAND_bytes(raw, sizeof raw) != 1) {
+        snprintf(err, errlen, "cannot get random bytes for the secret");
+        return SORI_EIO;
+    }
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, hex, 64) != 64) {
+        snprintf(err, errlen, "cannot write %.300s: %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return SORI_EIO;
+    }
+    close(fd);
+    sori_config.secret = strdup(hex);
+    LOG_INFO("main", "generated a new secret in %s", path);
+    return 0;
+}
+
+static const char *find_web_dir(void)
+{
+    static char found[PATH_MAX];
+    if (sori_config.web_dir && *sori_config.web_dir) return sori_config.web_dir;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *dir = dirname(exe);
+        const char *rel[] = {"/../web", "/../../web"};
+        for (int i = 0; i < 2; i++) {
+            snprintf(found, sizeof found, "%s%s/index.html", dir, rel[i]);
+            if (access(found, R_OK) == 0) {
+                snprintf(found, sizeof found, "%s%s", dir, rel[i]);
+                return found;
+            }
+        }
+    }
+    return "./web";
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    LOG_INFO("main", "%s: draining (up to %d ms)", signum == SIGTERM ? "SIGTERM" : "SIGINT",
+             sori_config.drain_timeout_ms);
+    http_set_draining(1);
+    net_drain((unsigned)sori_config.drain_timeout_ms);
+    uv_close((uv_handle_t *)s, NULL);
+    uv_signal_t *other = s->data;
+    if (!uv_is_closing((uv_handle_t *)other)) uv_close((uv_handle_t *)other, NULL);
+}
+
+static void on_worker_stop(net_worker_t *w)
+{
+    (void)w;
+    ws_thread_cleanup();
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    char err[512];
+    config_defaults(&sori_config);
+    if (config_parse_args(&sori_config, argc, argv, err, sizeof err)) {
+        fprintf(stderr, "sori: %s\n", err);
+        return 2;
+    }
+    int lvl = log_level_parse(sori_config.log_level);
+    if (lvl < 0) {
+        fprintf(stderr, "sori: --log-level: expected error, warn, info or debug, got \"%s\"\n",
+                sori_config.log_level);
+        return 2;
+    }
+    log_level_current = lvl;
+    if (sori_config.out_limit <= sori_config.ws_max_message) {
+        fprintf(stderr, "sori: --out-limit (%lld) must be larger than --ws-max-message (%lld)\n",
+                (long long)sori_config.out_limit, (long long)sori_config.ws_max_message);
+        return 2;
+    }
+    if (mkdir_p(sori_config.data_dir, err, sizeof err) || load_secret(err, sizeof err)) {
+        fprintf(stderr, "sori: %s\n", err);
+        return 1;
+    }
+    const char *web = find_web_dir();
+    if (http_static_load(web, err, sizeof err)) LOG_WARN("main", "no browser client: %s", err);
+
+    signal(SIGPIPE, SIG_IGN);
+    struct rlimit rl;
+    uint64_t max_conns = (uint64_t)sori_config.max_connections;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 64 && max_conns > rl.rlim_cur - 64) {
+            max_conns = rl.rlim_cur - 64;
+            LOG_INFO("main", "max-connections capped at %llu by the open-files limit",
+                     (unsigned long long)max_conns);
+        }
+    }
+
+    http_route_add("GET", "/healthz", http_healthz_handle);
+    http_route_add("GET", "/ws", proto_ws_route);
+    if (sori_config.ws_echo) http_route_add("GET", "/echo", proto_echo_route);
+    http_route_add(NULL, "/api/*", http_not_found_handle);
+    http_route_add(NULL, "/*", http_static_handle);
+
+    int workers = sori_config.workers;
+    if (workers == 0) workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (workers < 1) workers = 1;
+    net_config_t ncfg = {
+        .host = sori_config.host,
+        .port = sori_config.port,
+        .workers = workers,
+        .max_connections = max_conns,
+        .out_limit = (uint64_t)sori_config.out_limit,
+        .on_accept = http_accept,
+        .on_worker_stop = on_worker_stop,
+    };
+    if (net_start(&ncfg, err, sizeof err)) {
+        fprintf(stderr, "sori: %s\n", err);
+        return 1;
+    }
+    const char *shown = sori_config.host;
+    if (!strcmp(shown, "0.0.0.0") || !strcmp(shown, "::")) shown = "127.0.0.1";
+    printf("sori %s serving http://%s%s%s:%d/ (data in %s, %d worker%s)\n", SORI_VERSION,
+           strchr(shown, ':') ? "[" : "", shown, strchr(shown, ':') ? "]" : "", net_port(),
+           sori_config.data_dir, workers, workers == 1 ? "" : "s");
+    fflush(stdout);
+
+    uv_loop_t *loop = uv_default_loop();
+    uv_signal_t sigterm, sigint;
+    uv_signal_init(loop, &sigterm);
+    uv_signal_init(loop, &sigint);
+    sigterm.data = &sigint;
+    sigint.data = &sigterm;
+    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    uv_signal_start(&sigint, on_signal, SIGINT);
+    uv_run(loop, UV_RUN_DEFAULT);
+    net_join();
+    uv_loop_close(loop);
+    http_static_free();
+    LOG_INFO("main", "stopped");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("sori %s\n", SORI_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        config_defaults(&sori_config);
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "config-doc")) {
+        config_defaults(&sori_config);
+        config_print_help(1);
+        return 0;
+    }
+    fprintf(stderr, "sori: unknown command \"%s\" (see sori help)\n", cmd);
+    return 2;
+}

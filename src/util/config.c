@@ -1,0 +1,268 @@
+/*
+ * config.c: the option table and its parsers.
+ *
+ * One row per option: name, type, offset into sori_config_t, bounds, default
+ * and help. Sizes take k/m/g suffixes (powers of 1024). Strings are
+ * heap-copied; the config lives for the whole process, so they are never
+ * freed. A bad value names the option and the accepted range.
+ */
+#include "util/config.h"
+#include "util/err.h"
+
+#include <ctype.h>
+#include <fcntl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+sori_config_t sori_config;
+
+enum opt_type { OPT_STR, OPT_INT, OPT_SIZE, OPT_BOOL };
+
+typedef struct {
+    const char *name;
+    enum opt_type type;
+    size_t off;
+    int64_t min, max;
+    const char *def;
+    const char *help;
+} config_opt_t;
+
+#define O(field) offsetof(sori_config_t, field)
+
+static const config_opt_t config__opts[] = {
+    {"host", OPT_STR, O(host), 0, 0, "0.0.0.0", "address to listen on"},
+    {"port", OPT_INT, O(port), 0, 65535, "8080", "TCP port to listen on (0: any free port, printed at startup)"},
+    {"data-dir", OPT_STR, O(data_dir), 0, 0, "./data", "directory for the store, uploads and the generated secret"},
+    {"web-dir", OPT_STR, O(web_dir), 0, 0, "", "directory of the browser client (default: web/ beside the binary's build dir, then ./web)"},
+    {"workers", OPT_INT, O(workers), 0, 256, "0", "worker threads, each with its own event loop (0: one per core)"},
+    {"allow-guests", OPT_BOOL, O(allow_guests), 0, 1, "false", "let clients connect as ?user=NAME without a token (demos, benchmarks)"},
+    {"secret", OPT_STR, O(secret), 0, 0, "", "token signing secret (or SORI_SECRET; default: generated once into DATA_DIR/secret)"},
+    {"config", OPT_STR, O(config_file), 0, 0, "", "read options from FILE (lines of `name = value`); flags override it"},
+    {"log-level", OPT_STR, O(log_level), 0, 0, "info", "error, warn, info or debug"},
+    {"node-id", OPT_INT, O(node_id), 0, 1023, "0", "this node's id, unique in a cluster (goes into message ids)"},
+    {"max-connections", OPT_SIZE, O(max_connections), 1, 10000000, "100000", "open connections the node accepts (also capped by the open-files limit)"},
+    {"out-limit", OPT_SIZE, O(out_limit), 4096, 1LL << 32, "4m", "unsent output per connection before it is closed as a slow consumer (1008)"},
+    {"ws-max-message", OPT_SIZE, O(ws_max_message), 125, 1LL << 30, "1m", "largest WebSocket message accepted, after decompression (over: close 1009)"},
+    {"http-max-header", OPT_SIZE, O(http_max_header), 1024, 1 << 20, "16k", "largest HTTP request head (over: 431)"},
+    {"http-max-body", OPT_SIZE, O(http_max_body), 0, 1LL << 30, "1m", "largest HTTP request body (over: 413)"},
+    {"heartbeat-ms", OPT_INT, O(heartbeat_ms), 1000, 3600000, "25000", "WebSocket ping interval; two silent intervals close the connection (1001)"},
+    {"handshake-timeout-ms", OPT_INT, O(handshake_timeout_ms), 100, 600000, "10000", "time allowed for a request head to arrive"},
+    {"http-idle-timeout-ms", OPT_INT, O(http_idle_timeout_ms), 100, 3600000, "60000", "keep-alive idle time of an HTTP connection"},
+    {"ws-deflate", OPT_BOOL, O(ws_deflate), 0, 1, "true", "accept permessage-deflate (RFC 7692)"},
+    {"ws-deflate-min", OPT_INT, O(ws_deflate_min), 0, 1 << 30, "256", "outgoing messages shorter than this many bytes are sent uncompressed"},
+    {"allowed-origins", OPT_STR, O(allowed_origins), 0, 0, "", "comma-separated Origin values allowed to open WebSockets (empty: any)"},
+    {"ws-echo", OPT_BOOL, O(ws_echo), 0, 1, "false", "serve /echo, a WebSocket echo endpoint for conformance suites"},
+    {"drain-timeout-ms", OPT_INT, O(drain_timeout_ms), 0, 60000, "5000", "on SIGTERM, how long to wait for connections to close before exiting"},
+};
+
+#define NOPTS (sizeof config__opts / sizeof config__opts[0])
+
+static const config_opt_t *config__find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (strlen(config__opts[i].name) == len && memcmp(config__opts[i].name, name, len) == 0)
+            return &config__opts[i];
+    return NULL;
+}
+
+static int config__parse_int(const char *s, int64_t *out, int sizes)
+{
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || errno) return SORI_EINVAL;
+    if (sizes && *end) {
+        int shift = 0;
+        switch (tolower((unsigned char)*end)) {
+        case 'k': shift = 10; break;
+        case 'm': shift = 20; break;
+        case 'g': shift = 30; break;
+        default: return SORI_EINVAL;
+        }
+        end++;
+        if (*end == 'b' || *end == 'B') end++;
+        if (v > (INT64_MAX >> shift) || v < 0) return SORI_EINVAL;
+        v <<= shift;
+    }
+    if (*end) return SORI_EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int config__apply(sori_config_t *c, const config_opt_t *o, const char *value, char *err,
+                         size_t errlen)
+{
+    char *field = (char *)c + o->off;
+    int64_t v = 0;
+    switch (o->type) {
+    case OPT_STR: {
+        char *dup = strdup(value);
+        if (!dup) return SORI_ENOMEM;
+        *(char **)field = dup;
+        return 0;
+    }
+    case OPT_BOOL:
+        if (!strcmp(value, "true") || !strcmp(value, "1") || !strcmp(value, "yes") || !strcmp(value, "on"))
+            *(int *)field = 1;
+        else if (!strcmp(value, "false") || !strcmp(value, "0") || !strcmp(value, "no") || !strcmp(value, "off"))
+            *(int *)field = 0;
+        else {
+            snprintf(err, errlen, "--%s: expected true or false, got \"%s\"", o->name, value);
+            return SORI_EINVAL;
+        }
+        return 0;
+    case OPT_INT:
+    case OPT_SIZE:
+        if (config__parse_int(value, &v, o->type == OPT_SIZE) || v < o->min || v > o->max) {
+            snprintf(err, errlen, "--%s: expected %s between %lld and %lld, got \"%s\"", o->name,
+                     o->type == OPT_SIZE ? "a size (k, m, g suffixes)" : "an integer",
+                     (long long)o->min, (long long)o->max, value);
+            return SORI_EINVAL;
+        }
+        if (o->type == OPT_INT)
+            *(int *)field = (int)v;
+        else
+            *(int64_t *)field = v;
+        return 0;
+    }
+    return SORI_EINVAL;
+}
+
+int config_set(sori_config_t *c, const char *name, const char *value, char *err, size_t errlen)
+{
+    const config_opt_t *o = config__find(name, strlen(name));
+    if (!o) {
+        snprintf(err, errlen, "unknown option \"%s\" (see sori --help)", name);
+        return SORI_EINVAL;
+    }
+    return config__apply(c, o, value, err, errlen);
+}
+
+void config_defaults(sori_config_t *c)
+{
+    char err[256];
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < NOPTS; i++) {
+        int rc = config__apply(c, &config__opts[i], config__opts[i].def, err, sizeof err);
+        if (rc) abort(); /* a bad default is a programming error */
+    }
+}
+
+static char *config__trim(char *s)
+{
+    while (isspace((unsigned char)*s)) s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
+    return s;
+}
+
+int config_load_file(sori_config_t *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "--config: cannot open %s: %s", path, strerror(errno));
+        return SORI_EINVAL;
+    }
+    char line[4096];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash) *hash = 0;
+        char *s = config__trim(line);
+        if (!*s) continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s:%d: expected `name = value`", path, lineno);
+            rc = SORI_EINVAL;
+            break;
+        }
+        *eq = 0;
+        char *name = config__trim(s), *value = config__trim(eq + 1);
+        if (!strcmp(name, "config")) {
+            snprintf(err, errlen, "%s:%d: `config` cannot be set in a config file", path, lineno);
+            rc = SORI_EINVAL;
+            break;
+        }
+        char sub[256];
+        if (config_set(c, name, value, sub, sizeof sub)) {
+            snprintf(err, errlen, "%s:%d: %s", path, lineno, sub);
+            rc = SORI_EINVAL;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+int config_parse_args(sori_config_t *c, int argc, char **argv, char *err, size_t errlen)
+{
+    /* First pass: find --config, so that flags override the file. */
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strncmp(a, "--config=", 9)) {
+            if (config_load_file(c, a + 9, err, errlen)) return SORI_EINVAL;
+        } else if (!strcmp(a, "--config")) {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "--config: missing value");
+                return SORI_EINVAL;
+            }
+            if (config_load_file(c, argv[i + 1], err, errlen)) return SORI_EINVAL;
+        }
+    }
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(err, errlen, "unexpected argument \"%s\" (see sori --help)", a);
+            return SORI_EINVAL;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const config_opt_t *o = config__find(name, nlen);
+        if (!o) {
+            snprintf(err, errlen, "unknown flag \"--%.*s\" (see sori --help)", (int)nlen, name);
+            return SORI_EINVAL;
+        }
+        const char *value;
+        if (eq)
+            value = eq + 1;
+        else if (o->type == OPT_BOOL && (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0))
+            value = "true";
+        else if (o->type == OPT_BOOL && (!strcmp(argv[i + 1], "true") || !strcmp(argv[i + 1], "false")))
+            value = argv[++i];
+        else if (o->type == OPT_BOOL)
+            value = "true";
+        else {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "--%s: missing value", o->name);
+                return SORI_EINVAL;
+            }
+            value = argv[++i];
+        }
+        if (o->off == offsetof(sori_config_t, config_file)) continue; /* applied above */
+        if (config__apply(c, o, value, err, errlen)) return SORI_EINVAL;
+    }
+    return 0;
+}
+
+void config_print_help(int markdown)
+{
+    static const char *types[] = {"STR", "N", "SIZE", ""};
+    if (markdown) {
+        printf("| flag / key | default | meaning |\n|---|---|---|\n");
+        for (size_t i = 0; i < NOPTS; i++)
+            printf("| `--%s`%s%s | `%s` | %s |\n", config__opts[i].name,
+                   config__opts[i].type == OPT_BOOL ? "" : " ", types[config__opts[i].type],
+                   config__opts[i].def[0] ? config__opts[i].def : "(none)", config__opts[i].help);
+        return;
+    }
+    for (size_t i = 0; i < NOPTS; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s %s", config__opts[i].name, types[config__opts[i].type]);
+        printf("  %-28s %s", left, config__opts[i].help);
+        if (config__opts[i].def[0]) printf(" [%s]", config__opts[i].def);
+        printf("\n");
+    }
+}

@@ -1,0 +1,64 @@
+/*
+ * config.h: sori's settings, one table row per option.
+ *
+ * Every option has a name (the flag is --name, the config file key is name),
+ * a type, bounds, a default and a help line. The same table parses flags and
+ * config files and prints `sori --help` and the docs' option table, so the
+ * three never disagree. Flags override the config file, which overrides the
+ * defaults. The config is read once at startup and then only read.
+ */
+#ifndef SORI_UTIL_CONFIG_H
+#define SORI_UTIL_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    char *host;
+    int port;
+    char *data_dir;
+    char *web_dir;
+    int workers;
+    int allow_guests;
+    char *secret;
+    char *config_file;
+    char *log_level;
+    int node_id;
+    int64_t max_connections;
+    int64_t out_limit;        /* unsent bytes per connection before 1008 */
+    int64_t ws_max_message;   /* bytes of one reassembled WebSocket message */
+    int64_t http_max_header;  /* bytes of one request head */
+    int64_t http_max_body;    /* bytes of one request body */
+    int heartbeat_ms;
+    int handshake_timeout_ms;
+    int http_idle_timeout_ms;
+    int ws_deflate;
+    int ws_deflate_min;       /* messages shorter than this are sent uncompressed */
+    char *allowed_origins;    /* comma-separated; empty allows every origin */
+    int ws_echo;              /* serves /echo, an echo endpoint for conformance suites */
+    int drain_timeout_ms;
+} sori_config_t;
+
+extern sori_config_t sori_config;
+
+/* Fills sori_config with the defaults. */
+void config_defaults(sori_config_t *c);
+
+/*
+ * Applies `--name value`, `--name=value` and bare boolean `--name` flags from
+ * argv[0..argc), and first the file named by --config if any. Returns 0, or
+ * SORI_EINVAL with a one-line message naming the flag or key in err.
+ */
+int config_parse_args(sori_config_t *c, int argc, char **argv, char *err, size_t errlen);
+
+/* Applies a config file of `name = value` lines ('#' starts a comment). */
+int config_load_file(sori_config_t *c, const char *path, char *err, size_t errlen);
+
+/* Sets one option by name from a string, with its type and bounds checked. */
+int config_set(sori_config_t *c, const char *name, const char *value, char *err, size_t errlen);
+
+/* Prints the option table: as `--help` text (markdown = 0) or as a markdown
+ * table for docs/OPERATIONS.md (markdown = 1). */
+void config_print_help(int markdown);
+
+#endif

@@ -1,0 +1,471 @@
+/*
+ * ws_conn.c: a WebSocket connection after the upgrade: frame reading,
+ * message reassembly, UTF-8 checks, control frames, the closing handshake,
+ * heartbeats, slow consumers and permessage-deflate.
+ *
+ * Owns ws_conn_t (one per WebSocket, freed from net's on_free) and this
+ * thread's zlib state: one deflater per window size in use and one inflater,
+ * reset for every message (we always negotiate no_context_takeover both
+ * ways, so a connection holds zero bytes of zlib state; a worker holds about
+ * 270 KiB per deflater window size in use plus 44 KiB for its inflater).
+ * Invariants: the app sees only whole messages, text ones valid UTF-8
+ * (RFC 6455 §8.1); a message that arrives whole in one read and is not
+ * compressed is delivered from the read buffer without a copy; anything
+ * else is reassembled in ws->msg, bounded by ws-max-message (1009).
+ * Per connection: 224 bytes of ws_conn_t (x86-64), plus the message buffer only while
+ * a message is incomplete.
+ */
+#include "util/config.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "ws/ws.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WS_CLOSE_WAIT_SECS 5
+
+static __thread ws_deflater_t *ws__deflaters[16];
+static __thread ws_inflater_t *ws__inflater;
+static __thread buf_t ws__inbuf;  /* inflated incoming message */
+static __thread buf_t ws__outbuf; /* compressed outgoing message */
+static __thread sbuf_t *ws__ping;  /* the empty ping frame, shared forever */
+
+static const conn_handler_t ws__handler;
+
+void ws_thread_cleanup(void)
+{
+    for (int i = 0; i < 16; i++) {
+        ws_deflater_free(ws__deflaters[i]);
+        ws__deflaters[i] = NULL;
+    }
+    ws_inflater_free(ws__inflater);
+    ws__inflater = NULL;
+    buf_free(&ws__inbuf);
+    buf_free(&ws__outbuf);
+    sbuf_unref(ws__ping);
+    ws__ping = NULL;
+}
+
+static uint32_t ws__hb_secs(void) { return (uint32_t)(sori_config.heartbeat_ms + 999) / 1000; }
+
+/* ---- encoding ---- */
+
+static sbuf_t *ws__frame(int opcode, int rsv, const void *payload, size_t len)
+{
+    uint8_t hdr[WS_FRAME_HEADER_MAX];
+    size_t h = ws_frame_header_write(hdr, opcode, 1, rsv, len, NULL);
+    sbuf_t *b = sbuf_new(h + len);
+    if (!b) return NULL;
+    memcpy(b->data, hdr, h);
+    if (len) memcpy(b->data + h, payload, len);
+    return b;
+}
+
+/* Compresses payload with this thread's deflater for `bits`; the result is
+ * in ws__outbuf. 0 or an error. */
+static int ws__compress(int bits, const void *payload, size_t len)
+{
+    if (!ws__deflaters[bits]) {
+        ws__deflaters[bits] = ws_deflater_new(6, bits);
+        if (!ws__deflaters[bits]) return SORI_ENOMEM;
+    }
+    ws__outbuf.len = 0;
+    return ws_deflate_message(ws__deflaters[bits], payload, len, &ws__outbuf);
+}
+
+static void ws__shrink(buf_t *b)
+{
+    if (b->cap > (1u << 20)) buf_free(b);
+    else b->len = 0;
+}
+
+/* ---- closing ---- */
+
+static void ws__send_close(ws_conn_t *ws, unsigned code, const char *reason)
+{
+    uint8_t payload[125];
+    size_t n = 0;
+    if (code) {
+        payload[0] = (uint8_t)(code >> 8);
+        payload[1] = (uint8_t)code;
+        n = 2;
+        size_t rl = reason ? strlen(reason) : 0;
+        if (rl > 123) rl = 123;
+        memcpy(payload + 2, reason, rl);
+        n += rl;
+    }
+    sbuf_t *b = ws__frame(WS_OP_CLOSE, 0, payload, n);
+    if (b) {
+        conn_write(ws->c, b, 0, b->len, 1);
+        sbuf_unref(b);
+    }
+}
+
+/* Fails the connection (§7.1.7): a close frame with `code`, then TCP close. */
+static void ws__fail(ws_conn_t *ws, unsigned code, const char *reason)
+{
+    if (ws->state == WS_OPEN) ws__send_close(ws, code, reason);
+    ws->state = WS_CLOSED;
+    LOG_DEBUG("ws", "conn %llx failed: %u %s", (unsigned long long)ws->c->id, code, reason);
+    conn_close(ws->c, CONN_CLOSE_LINGER);
+}
+
+void ws_close(ws_conn_t *ws, unsigned code, const char *reason)
+{
+    if (ws->state != WS_OPEN) return;
+    ws__send_close(ws, code, reason);
+    ws->state = WS_CLOSE_SENT;
+    conn_set_deadline(ws->c, WS_CLOSE_WAIT_SECS); /* for the peer's close */
+}
+
+static void ws__slow_consumer(ws_conn_t *ws)
+{
+    LOG_INFO("ws", "conn %llx: slow consumer (%llu bytes unsent); closing", (unsigned long long)ws->c->id,
+             (unsigned long long)ws->c->out_bytes);
+    conn_discard_unsent(ws->c);
+    if (ws->state == WS_OPEN) ws__send_close(ws, 1008, "slow consumer");
+    ws->state = WS_CLOSED;
+    conn_close(ws->c, CONN_CLOSE_AFTER_FLUSH);
+    conn_set_deadline(ws->c, WS_CLOSE_WAIT_SECS);
+}
+
+static int ws__queue(ws_conn_t *ws, sbuf_t *b, uint32_t off, uint32_t len)
+{
+    if (ws->state != WS_OPEN) return SORI_ECLOSED;
+    int rc = conn_write(ws->c, b, off, len, 0);
+    if (rc == SORI_E2BIG) ws__slow_consumer(ws);
+    return rc;
+}
+
+/* ---- sending ---- */
+
+int ws_send(ws_conn_t *ws, int opcode, const void *data, size_t len)
+{
+    if (ws->state != WS_OPEN) return SORI_ECLOSED;
+    sbuf_t *b;
+    if (ws->deflate_bits && len >= (size_t)sori_config.ws_deflate_min &&
+        ws__compress(ws->deflate_bits, data, len) == 0) {
+        b = ws__frame(opcode, WS_RSV1, ws__outbuf.data, ws__outbuf.len);
+        ws__shrink(&ws__outbuf);
+    } else {
+        b = ws__frame(opcode, 0, data, len);
+    }
+    if (!b) return SORI_ENOMEM;
+    int rc = ws__queue(ws, b, 0, b->len);
+    sbuf_unref(b);
+    return rc;
+}
+
+struct ws_shared {
+    atomic_uint refs;
+    uint8_t opcode;
+    uint32_t hdr;                /* header length of plain */
+    sbuf_t *plain;               /* header + payload */
+    _Atomic(sbuf_t *) z[16];     /* compressed frames by window bits, built lazily */
+};
+
+ws_shared_t *ws_shared_new(int opcode, const void *data, size_t len)
+{
+    ws_shared_t *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->plain = ws__frame(opcode, 0, data, len);
+    if (!s->plain) {
+        free(s);
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
+    s->opcode = (uint8_t)opcode;
+    s->hdr = (uint32_t)(s->plain->len - len);
+    return s;
+}
+
+ws_shared_t *ws_shared_ref(ws_shared_t *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+void ws_shared_unref(ws_shared_t *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+    sbuf_unref(s->plain);
+    for (int i = 0; i < 16; i++) sbuf_unref(atomic_load(&s->z[i]));
+    free(s);
+}
+
+int ws_send_shared(ws_conn_t *ws, ws_shared_t *s)
+{
+    if (ws->state != WS_OPEN) return SORI_ECLOSED;
+    size_t plen = s->plain->len - s->hdr;
+    int bits = ws->deflate_bits;
+    if (bits && plen >= (size_t)sori_config.ws_deflate_min) {
+        sbuf_t *z = atomic_load_explicit(&s->z[bits], memory_order_acquire);
+        if (!z && ws__compress(bits, s->plain->data + s->hdr, plen) == 0) {
+            sbuf_t *mine = ws__frame(s->opcode, WS_RSV1, ws__outbuf.data, ws__outbuf.len);
+            ws__shrink(&ws__outbuf);
+            sbuf_t *expected = NULL;
+            if (mine && !atomic_compare_exchange_strong(&s->z[bits], &expected, mine)) {
+                sbuf_unref(mine); /* another thread built it first */
+                mine = expected;
+            }
+            z = mine;
+        }
+        if (z) return ws__queue(ws, z, 0, z->len);
+    }
+    return ws__queue(ws, s->plain, 0, s->plain->len);
+}
+
+/* ---- receiving ---- */
+
+static void ws__deliver(ws_conn_t *ws, int op, char *data, size_t len, int deflated)
+{
+    if (deflated) {
+        if (!ws__inflater && !(ws__inflater = ws_inflater_new())) {
+            ws__fail(ws, 1011, "out of memory");
+            return;
+        }
+        ws__inbuf.len = 0;
+        int rc = ws_inflate_message(ws__inflater, (const uint8_t *)data, len,
+                                    (size_t)sori_config.ws_max_message, &ws__inbuf);
+        if (rc == SORI_E2BIG) {
+            ws__fail(ws, 1009, "message too big");
+            return;
+        }
+        if (rc < 0) {
+            ws__fail(ws, 1007, "invalid compressed data");
+            return;
+        }
+        if (op == WS_OP_TEXT && !ws_utf8_valid((const uint8_t *)ws__inbuf.data, ws__inbuf.len)) {
+            ws__fail(ws, 1007, "invalid UTF-8");
+            return;
+        }
+        ws->app->on_message(ws, op, ws__inbuf.data, ws__inbuf.len);
+        ws__shrink(&ws__inbuf);
+        return;
+    }
+    ws->app->on_message(ws, op, data, len);
+}
+
+static void ws__control(ws_conn_t *ws)
+{
+    switch (ws->f.opcode) {
+    case WS_OP_PING:
+        if (ws->state == WS_OPEN) {
+            sbuf_t *b = ws__frame(WS_OP_PONG, 0, ws->ctrl, ws->ctrl_len);
+            if (b) {
+                ws__queue(ws, b, 0, b->len);
+                sbuf_unref(b);
+            }
+        }
+        break;
+    case WS_OP_PONG:
+        break;
+    case WS_OP_CLOSE: {
+        unsigned code = 0;
+        int bad = ws_close_payload_check(ws->ctrl, ws->ctrl_len, &code);
+        if (bad) {
+            ws__fail(ws, (unsigned)bad, bad == 1007 ? "invalid UTF-8 in close reason" : "invalid close frame");
+            return;
+        }
+        if (ws->state == WS_OPEN) {
+            /* Echo the code (§5.5.1); an empty close gets an empty one. */
+            if (code == 1005)
+                ws__send_close(ws, 0, NULL);
+            else
+                ws__send_close(ws, code, NULL);
+        }
+        ws->state = WS_CLOSED;
+        conn_close(ws->c, CONN_CLOSE_LINGER);
+        break;
+    }
+    }
+}
+
+static size_t ws__on_data(conn_t *c, char *data, size_t len)
+{
+    ws_conn_t *ws = c->hdata;
+    const sori_config_t *cfg = &sori_config;
+    ws->last_seen = net_now_sec(c->w);
+    ws_parse_opts_t opts = {.allowed_rsv = ws->deflate_bits ? WS_RSV1 : 0, .require_mask = 1};
+    size_t pos = 0;
+    while (pos < len) {
+        if (ws->state == WS_CLOSED) return len;
+        ws_frame_t *f = &ws->f;
+        if (!ws->in_frame) {
+            int cc = 1002;
+            int hl = ws_frame_parse((const uint8_t *)data + pos, len - pos, &opts, f, &cc);
+            if (hl == SORI_EAGAIN) break;
+            if (hl < 0) {
+                ws__fail(ws, (unsigned)cc, "protocol error");
+                return len;
+            }
+            if (f->opcode >= 8) {
+                /* control: fits in ctrl (≤ 125 checked by the parser) */
+                ws->ctrl_len = 0;
+            } else if (f->opcode == WS_OP_CONT) {
+                if (!ws->msg_op) {
+                    ws__fail(ws, 1002, "continuation frame without a message");
+                    return len;
+                }
+                if (f->rsv) {
+                    ws__fail(ws, 1002, "RSV1 on a continuation frame");
+                    return len;
+                }
+            } else {
+                if (ws->msg_op) {
+                    ws__fail(ws, 1002, "new message before the previous one ended");
+                    return len;
+                }
+                ws->msg_op = f->opcode;
+                ws->msg_deflated = (f->rsv & WS_RSV1) != 0;
+                ws_utf8_init(&ws->utf8);
+            }
+            if (f->opcode < 8 && ws->msg.len + f->payload_len > (uint64_t)cfg->ws_max_message) {
+                ws__fail(ws, 1009, "message too big");
+                return len;
+            }
+            pos += (size_t)hl;
+            ws->in_frame = 1;
+            ws->f_got = 0;
+            /* Fast path: a whole unfragmented uncompressed message is here. */
+            if (f->fin && f->opcode < 8 && f->opcode != WS_OP_CONT && !ws->msg_deflated &&
+                f->payload_len <= len - pos && ws->state == WS_OPEN) {
+                char *p = data + pos;
+                size_t n = (size_t)f->payload_len;
+                ws_mask_apply((uint8_t *)p, n, f->mask, 0);
+                pos += n;
+                ws->in_frame = 0;
+                ws->msg_op = 0;
+                if (f->opcode == WS_OP_TEXT && !ws_utf8_valid((const uint8_t *)p, n)) {
+                    ws__fail(ws, 1007, "invalid UTF-8");
+                    return len;
+                }
+                ws->app->on_message(ws, f->opcode, p, n);
+                continue;
+            }
+        }
+        /* Payload bytes of the current frame. */
+        uint64_t want = f->payload_len - ws->f_got;
+        size_t n = (size_t)(want < len - pos ? want : len - pos);
+        if (n) {
+            uint8_t *p = (uint8_t *)data + pos;
+            ws_mask_apply(p, n, f->mask, ws->f_got);
+            if (f->opcode >= 8) {
+                memcpy(ws->ctrl + ws->ctrl_len, p, n);
+                ws->ctrl_len = (uint8_t)(ws->ctrl_len + n);
+            } else if (ws->state == WS_OPEN) {
+                if (ws->msg_op == WS_OP_TEXT && !ws->msg_deflated && ws_utf8_feed(&ws->utf8, p, n)) {
+                    ws__fail(ws, 1007, "invalid UTF-8");
+                    return len;
+                }
+                if (buf_append(&ws->msg, p, n)) {
+                    ws__fail(ws, 1011, "out of memory");
+                    return len;
+                }
+            }
+            ws->f_got += n;
+            pos += n;
+        }
+        if (ws->f_got < f->payload_len) break; /* need more */
+        ws->in_frame = 0;
+        if (f->opcode >= 8) {
+            ws__control(ws);
+            continue;
+        }
+        if (!f->fin) continue;
+        int op = ws->msg_op;
+        ws->msg_op = 0;
+        if (ws->state != WS_OPEN) {
+            ws->msg.len = 0;
+            continue;
+        }
+        if (op == WS_OP_TEXT && !ws->msg_deflated && ws_utf8_finish(&ws->utf8)) {
+            ws__fail(ws, 1007, "invalid UTF-8");
+            return len;
+        }
+        ws__deliver(ws, op, ws->msg.data, ws->msg.len, ws->msg_deflated);
+        if (ws->msg.cap > 65536)
+            buf_free(&ws->msg);
+        else
+            ws->msg.len = 0;
+    }
+    return pos;
+}
+
+static void ws__on_timeout(conn_t *c)
+{
+    ws_conn_t *ws = c->hdata;
+    if (ws->state != WS_OPEN) {
+        conn_close(c, CONN_CLOSE_NOW); /* the peer never answered our close */
+        return;
+    }
+    uint32_t hb = ws__hb_secs(), now = net_now_sec(c->w);
+    if (now - ws->last_seen >= 2 * hb) {
+        ws__send_close(ws, 1001, "no heartbeat");
+        ws->state = WS_CLOSED;
+        conn_close(c, CONN_CLOSE_AFTER_FLUSH);
+        return;
+    }
+    if (!ws__ping) ws__ping = ws__frame(WS_OP_PING, 0, NULL, 0);
+    if (ws__ping) ws__queue(ws, ws__ping, 0, ws__ping->len);
+    if (ws->state == WS_OPEN) conn_set_deadline(c, hb);
+}
+
+static void ws__on_shutdown(conn_t *c)
+{
+    ws_conn_t *ws = c->hdata;
+    if (ws->app->on_shutdown)
+        ws->app->on_shutdown(ws);
+    else
+        ws_close(ws, 1001, "server shutting down");
+}
+
+static void ws__on_eof(conn_t *c) { conn_close(c, CONN_CLOSE_NOW); }
+
+static void ws__on_free(conn_t *c)
+{
+    ws_conn_t *ws = c->hdata;
+    if (ws->app->on_close) ws->app->on_close(ws);
+    buf_free(&ws->msg);
+    free(ws);
+    c->hdata = NULL;
+}
+
+static const conn_handler_t ws__handler = {
+    .on_data = ws__on_data,
+    .on_timeout = ws__on_timeout,
+    .on_shutdown = ws__on_shutdown,
+    .on_eof = ws__on_eof,
+    .on_free = ws__on_free,
+};
+
+ws_conn_t *ws_accept(http_req_t *r, const ws_handshake_t *hs, const ws_app_t *app, void *app_data)
+{
+    ws_conn_t *ws = calloc(1, sizeof *ws);
+    if (!ws) {
+        http_respond_error(r, 500, "internal", "Out of memory.");
+        return NULL;
+    }
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %s\r\n%s%s%s%s%s%s\r\n",
+                     hs->accept, hs->subprotocol ? "Sec-WebSocket-Protocol: " : "",
+                     hs->subprotocol ? hs->subprotocol : "", hs->subprotocol ? "\r\n" : "",
+                     hs->deflate.enabled ? "Sec-WebSocket-Extensions: " : "",
+                     hs->deflate.enabled ? hs->extensions : "", hs->deflate.enabled ? "\r\n" : "");
+    conn_write_copy(r->c, head, (size_t)n, 1);
+    r->answered = 1;
+    ws->c = r->c;
+    ws->app = app;
+    ws->app_data = app_data;
+    ws->deflate_bits = hs->deflate.enabled ? (uint8_t)hs->deflate.server_window_bits : 0;
+    ws->last_seen = net_now_sec(r->c->w);
+    r->c->h = &ws__handler;
+    r->c->hdata = ws;
+    conn_set_deadline(r->c, ws__hb_secs());
+    return ws;
+}

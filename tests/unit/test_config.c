@@ -1,0 +1,102 @@
+/* Unit tests for util/config.c: defaults, flags, bounds, sizes, files. */
+#include "util/config.c"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <unistd.h>
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    sori_config_t c;
+    config_defaults(&c);
+    assert_int_equal(c.port, 8080);
+    assert_string_equal(c.data_dir, "./data");
+    assert_int_equal(c.allow_guests, 0);
+    assert_int_equal(c.out_limit, 4 << 20);
+    assert_int_equal(c.http_max_header, 16 << 10);
+    assert_int_equal(c.heartbeat_ms, 25000);
+}
+
+static void test_flags_forms(void **state)
+{
+    (void)state;
+    sori_config_t c;
+    config_defaults(&c);
+    char err[256];
+    char *argv[] = {"--port", "9000", "--allow-guests", "--workers=3", "--out-limit", "64k",
+                    "--ws-deflate", "false", "--log-level=debug"};
+    assert_int_equal(config_parse_args(&c, 9, argv, err, sizeof err), 0);
+    assert_int_equal(c.port, 9000);
+    assert_int_equal(c.allow_guests, 1);
+    assert_int_equal(c.workers, 3);
+    assert_int_equal(c.out_limit, 64 << 10);
+    assert_int_equal(c.ws_deflate, 0);
+    assert_string_equal(c.log_level, "debug");
+}
+
+static void test_bad_values_name_the_flag(void **state)
+{
+    (void)state;
+    sori_config_t c;
+    config_defaults(&c);
+    char err[256];
+    char *a1[] = {"--port", "abc"};
+    assert_int_equal(config_parse_args(&c, 2, a1, err, sizeof err), SORI_EINVAL);
+    assert_non_null(strstr(err, "--port"));
+    char *a2[] = {"--port", "70000"};
+    assert_int_equal(config_parse_args(&c, 2, a2, err, sizeof err), SORI_EINVAL);
+    char *a3[] = {"--nope"};
+    assert_int_equal(config_parse_args(&c, 1, a3, err, sizeof err), SORI_EINVAL);
+    assert_non_null(strstr(err, "--nope"));
+    char *a4[] = {"--out-limit", "12q"};
+    assert_int_equal(config_parse_args(&c, 2, a4, err, sizeof err), SORI_EINVAL);
+    char *a5[] = {"--port"};
+    assert_int_equal(config_parse_args(&c, 1, a5, err, sizeof err), SORI_EINVAL);
+    char *a6[] = {"--allow-guests=maybe"};
+    assert_int_equal(config_parse_args(&c, 1, a6, err, sizeof err), SORI_EINVAL);
+    char *a7[] = {"stray"};
+    assert_int_equal(config_parse_args(&c, 1, a7, err, sizeof err), SORI_EINVAL);
+}
+
+static void test_file_then_flags(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/sori-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char text[] = "# comment\nport = 7000\nallow-guests = true  # trailing\n\nworkers=2\n";
+    assert_int_equal(write(fd, text, sizeof text - 1), (int)sizeof text - 1);
+    close(fd);
+    sori_config_t c;
+    config_defaults(&c);
+    char err[256];
+    char *argv[] = {"--config", path, "--port", "7001"};
+    assert_int_equal(config_parse_args(&c, 4, argv, err, sizeof err), 0);
+    assert_int_equal(c.port, 7001); /* the flag wins */
+    assert_int_equal(c.allow_guests, 1);
+    assert_int_equal(c.workers, 2);
+
+    fd = open(path, O_WRONLY | O_TRUNC);
+    const char bad[] = "port = 1\nfoo = 2\n";
+    assert_int_equal(write(fd, bad, sizeof bad - 1), (int)sizeof bad - 1);
+    close(fd);
+    config_defaults(&c);
+    assert_int_equal(config_load_file(&c, path, err, sizeof err), SORI_EINVAL);
+    assert_non_null(strstr(err, ":2:"));
+    assert_non_null(strstr(err, "foo"));
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_flags_forms),
+        cmocka_unit_test(test_bad_values_name_the_flag),
+        cmocka_unit_test(test_file_then_flags),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
