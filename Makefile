@@ -8,7 +8,7 @@
 # rest from libsori.a, so static helpers are reachable.
 
 VARIANT ?= release
-PKGS := libuv jansson openssl zlib
+PKGS := libuv jansson openssl zlib sqlite3
 
 ifeq ($(VARIANT),release)
   OUT := build
@@ -22,7 +22,7 @@ else ifeq ($(VARIANT),tsan)
 else ifeq ($(VARIANT),fuzz)
   OUT := build/fuzz
   CC := clang
-  VFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -DSORI_FUZZ
+  VFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -DSORI_FUZZ
 else
   $(error unknown VARIANT $(VARIANT): use release, asan, tsan or fuzz)
 endif

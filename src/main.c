@@ -7,7 +7,9 @@
  * waits up to --drain-timeout-ms for connections to finish and exits 0.
  * Exit codes: 0 ok, 1 runtime failure, 2 bad usage (flag, config value).
  */
+#include "auth/auth.h"
 #include "http/http_server.h"
+#include "chat/chat.h"
 #include "http/http_static.h"
 #include "net/net.h"
 #include "proto/proto.h"
@@ -27,6 +29,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef SORI_VERSION
@@ -39,6 +42,8 @@ static void usage(FILE *out)
             "sori %s: a real-time chat server\n\n"
             "usage:\n"
             "  sori serve [flags]      run a chat node\n"
+            "  sori token --user NAME [--ttl 24h] [--data-dir D | --secret S]\n"
+            "                          mint a token with the server's secret\n"
             "  sori version            print the version\n"
             "  sori help               this text\n\n"
             "flags of `sori serve` (also `name = value` lines in a --config file):\n",
@@ -67,6 +72,7 @@ fail:
 static int load_secret(char *err, size_t errlen)
 {
     if (sori_config.secret && *sori_config.secret) return 0;
+    /* (the same order in `sori serve` and `sori token`, so they agree) */
     const char *env = getenv("SORI_SECRET");
     if (env && *env) {
         sori_config.secret = strdup(env);
@@ -185,15 +191,36 @@ static int cmd_serve(int argc, char **argv)
         }
     }
 
+    int durability = !strcmp(sori_config.durability, "sync") ? STORE_SYNC
+                     : !strcmp(sori_config.durability, "async") ? STORE_ASYNC : -1;
+    if (durability < 0) {
+        fprintf(stderr, "sori: --durability: expected sync or async, got \"%s\"\n", sori_config.durability);
+        return 2;
+    }
+    int workers = sori_config.workers;
+    if (workers == 0) workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (workers < 1) workers = 1;
+    chat_config_t ccfg = {
+        .durability = durability,
+        .flush_ms = sori_config.flush_ms,
+        .ring = sori_config.room_ring,
+        .max_text = (size_t)sori_config.max_text,
+        .max_rooms_per_conn = sori_config.max_rooms_per_conn,
+        .node_id = sori_config.node_id,
+        .workers = workers,
+    };
+    if (chat_init(&ccfg, &store_type_sqlite, sori_config.data_dir, err, sizeof err)) {
+        fprintf(stderr, "sori: %s\n", err);
+        return 1;
+    }
+    proto_init();
+    http_set_health_check(chat_unhealthy);
     http_route_add("GET", "/healthz", http_healthz_handle);
     http_route_add("GET", "/ws", proto_ws_route);
     if (sori_config.ws_echo) http_route_add("GET", "/echo", proto_echo_route);
     http_route_add(NULL, "/api/*", http_not_found_handle);
     http_route_add(NULL, "/*", http_static_handle);
 
-    int workers = sori_config.workers;
-    if (workers == 0) workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (workers < 1) workers = 1;
     net_config_t ncfg = {
         .host = sori_config.host,
         .port = sori_config.port,
@@ -203,6 +230,16 @@ static int cmd_serve(int argc, char **argv)
         .on_accept = http_accept,
         .on_worker_stop = on_worker_stop,
     };
+    /* Signals are caught before any connection can be served, so a SIGTERM
+     * right after the first /healthz still drains cleanly. */
+    uv_loop_t *loop = uv_default_loop();
+    uv_signal_t sigterm, sigint;
+    uv_signal_init(loop, &sigterm);
+    uv_signal_init(loop, &sigint);
+    sigterm.data = &sigint;
+    sigint.data = &sigterm;
+    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    uv_signal_start(&sigint, on_signal, SIGINT);
     if (net_start(&ncfg, err, sizeof err)) {
         fprintf(stderr, "sori: %s\n", err);
         return 1;
@@ -214,19 +251,72 @@ static int cmd_serve(int argc, char **argv)
            sori_config.data_dir, workers, workers == 1 ? "" : "s");
     fflush(stdout);
 
-    uv_loop_t *loop = uv_default_loop();
-    uv_signal_t sigterm, sigint;
-    uv_signal_init(loop, &sigterm);
-    uv_signal_init(loop, &sigint);
-    sigterm.data = &sigint;
-    sigint.data = &sigterm;
-    uv_signal_start(&sigterm, on_signal, SIGTERM);
-    uv_signal_start(&sigint, on_signal, SIGINT);
     uv_run(loop, UV_RUN_DEFAULT);
     net_join();
+    chat_shutdown(); /* commits what is queued; replies to closed workers are dropped */
+    net_free();
     uv_loop_close(loop);
     http_static_free();
     LOG_INFO("main", "stopped");
+    return 0;
+}
+
+/* "90", "90s", "30m", "24h", "7d" -> seconds; -1 if malformed. */
+static int64_t parse_ttl(const char *s)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || v <= 0) return -1;
+    int64_t mul = 1;
+    if (*end == 'm') mul = 60, end++;
+    else if (*end == 'h') mul = 3600, end++;
+    else if (*end == 'd') mul = 86400, end++;
+    else if (*end == 's') end++;
+    if (*end || v > INT64_MAX / mul / 2) return -1;
+    return v * mul;
+}
+
+static int cmd_token(int argc, char **argv)
+{
+    char err[512];
+    const char *user = NULL;
+    int64_t ttl = 86400;
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    int nrest = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--user") && i + 1 < argc) user = argv[++i];
+        else if (!strncmp(argv[i], "--user=", 7)) user = argv[i] + 7;
+        else if ((!strcmp(argv[i], "--ttl") && i + 1 < argc) || !strncmp(argv[i], "--ttl=", 6)) {
+            const char *v = argv[i][5] == '=' ? argv[i] + 6 : argv[++i];
+            if ((ttl = parse_ttl(v)) < 0) {
+                fprintf(stderr, "sori: --ttl: expected a duration like 3600, 90m, 24h or 7d, got \"%s\"\n", v);
+                free(rest);
+                return 2;
+            }
+        } else rest[nrest++] = argv[i];
+    }
+    config_defaults(&sori_config);
+    int rc = config_parse_args(&sori_config, nrest, rest, err, sizeof err);
+    free(rest);
+    if (rc) {
+        fprintf(stderr, "sori: %s\n", err);
+        return 2;
+    }
+    if (!user || !auth_valid_user(user, strlen(user))) {
+        fprintf(stderr, "sori: --user: expected a user name of 1-32 of A-Z a-z 0-9 _ . -\n");
+        return 2;
+    }
+    if (mkdir_p(sori_config.data_dir, err, sizeof err) || load_secret(err, sizeof err)) {
+        fprintf(stderr, "sori: %s\n", err);
+        return 1;
+    }
+    char tok[1024];
+    int64_t now = (int64_t)time(NULL);
+    if (auth_token_mint(sori_config.secret, user, now, now + ttl, tok, sizeof tok) < 0) {
+        fprintf(stderr, "sori: cannot mint the token\n");
+        return 1;
+    }
+    printf("%s\n", tok);
     return 0;
 }
 
@@ -238,6 +328,7 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "token")) return cmd_token(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("sori %s\n", SORI_VERSION);
         return 0;

@@ -148,9 +148,15 @@ static void http__fail(conn_t *c, int status, const char *code, const char *mess
     http_respond_error(&r, status, code, message);
 }
 
+static int (*http__unhealthy)(void);
+void http_set_health_check(int (*unhealthy)(void)) { http__unhealthy = unhealthy; }
+
 void http_healthz_handle(http_req_t *r)
 {
-    if (http_is_draining()) {
+    if (http__unhealthy && http__unhealthy()) {
+        static const char body[] = "{\"status\":\"unavailable\"}";
+        http_respond(r, 503, "application/json", "Cache-Control: no-store\r\n", body, sizeof body - 1);
+    } else if (http_is_draining()) {
         static const char body[] = "{\"status\":\"draining\"}";
         http_respond(r, 503, "application/json", "Cache-Control: no-store\r\n", body, sizeof body - 1);
     } else {

@@ -51,6 +51,8 @@ void http_respond_json(http_req_t *r, int status, const char *json, size_t len);
 
 /* GET /healthz: 200 {"status":"ok"}, or 503 {"status":"draining"}. */
 void http_healthz_handle(http_req_t *r);
+/* A function /healthz asks: non-zero means a required backend is down. */
+void http_set_health_check(int (*unhealthy)(void));
 /* 404 with a JSON body (unknown /api/ paths). */
 void http_not_found_handle(http_req_t *r);
 

@@ -152,6 +152,7 @@ struct net_worker {
     uint64_t conn_seq;
     uint32_t nconns;
     int draining;
+    int closed; /* the loop ended: posts are refused (guarded by inbox_lock) */
     uint64_t drain_deadline_ms;
     char *scratch; /* NET_SCRATCH bytes for reads */
     void *ctx;     /* per-worker state of the layers above (http, ws, chat) */
@@ -161,7 +162,8 @@ struct net_worker {
 #define NET_SCRATCH (64 * 1024)
 
 /* Runs fn(w, arg) on worker w's thread, soon. Thread-safe; never calls back
- * on the caller's thread. 0 or SORI_ENOMEM. */
+ * on the caller's thread. 0, SORI_ENOMEM, or SORI_ECLOSED once the worker's
+ * loop has ended (the caller then cleans up arg itself). */
 int net_worker_post(net_worker_t *w, void (*fn)(net_worker_t *w, void *arg), void *arg);
 
 /* What a new connection runs first; set before net_start. */
@@ -184,11 +186,15 @@ int net_start(const net_config_t *cfg, char *err, size_t errlen);
 /* Asks every worker to drain: stop accepting, call on_shutdown on every
  * connection, and exit once they are closed or drain_ms passed. Thread-safe. */
 void net_drain(unsigned drain_ms);
-/* Waits for every worker thread to end and frees them. */
+/* Waits for every worker thread to end. Workers stay allocated (refusing
+ * posts) until net_free, so late posts from other threads are safe. */
 void net_join(void);
+void net_free(void);
 /* The number of workers and worker i (for fan-out across workers). */
 int net_worker_count(void);
 net_worker_t *net_worker_get(int i);
+/* The worker running on the calling thread, or NULL off worker threads. */
+net_worker_t *net_current_worker(void);
 /* Open connections on all workers (approximate, lock-free read). */
 uint64_t net_connections(void);
 /* The bound port (the real one when --port 0 was asked). */

@@ -30,6 +30,9 @@ net_config_t net__cfg;
 static net_worker_t *net__workers;
 static int net__nworkers;
 static atomic_ulong net__nconns;
+static __thread net_worker_t *net__current;
+
+net_worker_t *net_current_worker(void) { return net__current; }
 
 void net__conn_expired(conn_t *c);
 void net__conn_force_free(conn_t *c);
@@ -49,6 +52,11 @@ int net_worker_post(net_worker_t *w, void (*fn)(net_worker_t *w, void *arg), voi
     t->fn = fn;
     t->arg = arg;
     uv_mutex_lock(&w->inbox_lock);
+    if (w->closed) {
+        uv_mutex_unlock(&w->inbox_lock);
+        free(t);
+        return SORI_ECLOSED;
+    }
     if (w->inbox_tail)
         w->inbox_tail->next = t;
     else
@@ -236,14 +244,18 @@ void net_drain(unsigned drain_ms)
 static void worker__main(void *arg)
 {
     net_worker_t *w = arg;
+    net__current = w;
     if (net__cfg.on_worker_start) net__cfg.on_worker_start(w);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Drained: free what is left and close every handle. */
     worker__for_each_conn(w, net__conn_force_free);
+    worker__inbox_cb(&w->inbox_async); /* run what was posted before closing */
+    uv_mutex_lock(&w->inbox_lock);
+    w->closed = 1;
+    uv_mutex_unlock(&w->inbox_lock);
     if (net__cfg.on_worker_stop) net__cfg.on_worker_stop(w);
     uv_walk(&w->loop, worker__walk_close, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
-    worker__inbox_cb(&w->inbox_async); /* free tasks posted late */
     close(w->listen_fd);
     if (uv_loop_close(&w->loop) != 0) LOG_WARN("net", "worker %d: loop did not close cleanly", w->index);
 }
@@ -336,9 +348,13 @@ int net_port(void) { return net__cfg.port; }
 
 void net_join(void)
 {
+    for (int i = 0; i < net__nworkers; i++) uv_thread_join(&net__workers[i].thread);
+}
+
+void net_free(void)
+{
     for (int i = 0; i < net__nworkers; i++) {
         net_worker_t *w = &net__workers[i];
-        uv_thread_join(&w->thread);
         uv_mutex_destroy(&w->inbox_lock);
         free(w->wheel);
         free(w->scratch);

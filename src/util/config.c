@@ -55,6 +55,13 @@ static const config_opt_t config__opts[] = {
     {"allowed-origins", OPT_STR, O(allowed_origins), 0, 0, "", "comma-separated Origin values allowed to open WebSockets (empty: any)"},
     {"ws-echo", OPT_BOOL, O(ws_echo), 0, 1, "false", "serve /echo, a WebSocket echo endpoint for conformance suites"},
     {"drain-timeout-ms", OPT_INT, O(drain_timeout_ms), 0, 60000, "5000", "on SIGTERM, how long to wait for connections to close before exiting"},
+    {"durability", OPT_STR, O(durability), 0, 0, "sync", "sync: a message is committed before its ack and delivery; async: ack first, written within --flush-ms"},
+    {"flush-ms", OPT_INT, O(flush_ms), 1, 1000, "1000", "async durability: the longest a message waits to be written (the crash loss window)"},
+    {"max-text", OPT_SIZE, O(max_text), 1, 1 << 20, "16k", "bytes of one message text (over: too_large)"},
+    {"max-rooms-per-conn", OPT_INT, O(max_rooms_per_conn), 1, 100000, "100", "rooms one connection may join"},
+    {"room-ring", OPT_INT, O(room_ring), 0, 100000, "512", "recent messages kept in memory per room for catch-up and history"},
+    {"rate", OPT_INT, O(rate), 1, 1000000, "100", "commands per second per connection (token bucket; over: rate_limited)"},
+    {"burst", OPT_INT, O(burst), 1, 1000000, "200", "command burst per connection above --rate"},
 };
 
 #define NOPTS (sizeof config__opts / sizeof config__opts[0])

@@ -37,6 +37,13 @@ typedef struct {
     char *allowed_origins;    /* comma-separated; empty allows every origin */
     int ws_echo;              /* serves /echo, an echo endpoint for conformance suites */
     int drain_timeout_ms;
+    char *durability;         /* "sync" or "async" */
+    int flush_ms;             /* async durability: longest wait before a write */
+    int64_t max_text;         /* bytes of a message text */
+    int max_rooms_per_conn;
+    int room_ring;            /* recent messages kept in memory per room */
+    int rate;                 /* commands per second per connection */
+    int burst;
 } sori_config_t;
 
 extern sori_config_t sori_config;

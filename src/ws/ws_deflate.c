@@ -186,9 +186,10 @@ int ws_deflate_negotiate(slice_t header_value, ws_deflate_params_t *out, char *r
     int accepted = 0;
     int accepted_bits = 0;
 
+    if (!resp) resp_cap = 0;
     out->enabled = 0;
     out->server_window_bits = 15;
-    if (resp && resp_cap) resp[0] = '\0';
+    if (resp_cap) resp[0] = '\0';
 
     for (;;) {
         ws__ows(&c);
@@ -245,7 +246,7 @@ int ws_deflate_negotiate(slice_t header_value, ws_deflate_params_t *out, char *r
                      "permessage-deflate; server_no_context_takeover; "
                      "client_no_context_takeover");
     if (n < 0 || (size_t)n >= resp_cap) {
-        if (resp && resp_cap) resp[0] = '\0';
+        if (resp_cap) resp[0] = '\0';
         return SORI_E2BIG;
     }
     out->enabled = 1;

@@ -16,7 +16,7 @@ import http.client
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SORI_BIN = os.environ.get("SORI_BIN", os.path.join(ROOT, "build", "sori"))
+SORI_BIN = os.path.abspath(os.environ.get("SORI_BIN", os.path.join(ROOT, "build", "sori")))
 SANITIZER_MARKERS = (
     "ERROR: AddressSanitizer",
     "ERROR: LeakSanitizer",

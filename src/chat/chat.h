@@ -1,0 +1,108 @@
+/*
+ * chat.h: the command layer. Every front end (JSON over WebSocket, STOMP,
+ * REST) decodes its input into these calls and encodes what comes back
+ * through its chat_sink_t; none of them holds chat logic.
+ *
+ * Threads: a session belongs to one worker; its commands are called on that
+ * worker's thread and its sink is only ever called there too (results that
+ * complete elsewhere, e.g. after a store commit, are posted back). Replies
+ * and events are JSON objects shaped as PROTOCOL.md §3-§4 says, with "type";
+ * the sink adds "ref" when the command had one. Message events are
+ * chat_msg_t: encoded once, shared by every recipient.
+ */
+#ifndef SORI_CHAT_CHAT_H
+#define SORI_CHAT_CHAT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+typedef struct chat_session chat_session_t;
+typedef struct chat_msg chat_msg_t;
+
+typedef struct chat_sink {
+    /* A message of a room the session receives (seq order, no duplicates). */
+    void (*message)(chat_session_t *s, chat_msg_t *m);
+    /* A reply (ref as given to the command, or NULL) or an event (ref NULL).
+     * obj is borrowed. */
+    void (*send)(chat_session_t *s, json_t *ref, json_t *obj);
+    /* An error reply: code from PROTOCOL.md §4, a sentence for a person. */
+    void (*error)(chat_session_t *s, json_t *ref, const char *code, const char *message);
+} chat_sink_t;
+
+typedef struct {
+    int durability;      /* STORE_SYNC or STORE_ASYNC */
+    int flush_ms;        /* async: the longest a write waits */
+    int ring;            /* recent messages kept per room */
+    size_t max_text;     /* bytes of a message text */
+    int max_rooms_per_conn;
+    int node_id;
+    int workers;
+} chat_config_t;
+
+/* Opens the store, loads rooms, members, users, recent messages and
+ * idempotency keys. Call once before serving. 0 or an error with err. */
+int chat_init(const chat_config_t *cfg, const store_type_t *type, const char *url, char *err,
+              size_t errlen);
+/* After the workers stopped: commits what is queued and frees everything. */
+void chat_shutdown(void);
+/* 1 while the store cannot commit (health checks say 503). */
+int chat_unhealthy(void);
+
+/* ---- sessions ---- */
+
+enum { CHAT_SESSION_LIVE = 0, CHAT_SESSION_TRANSIENT = 1 };
+
+/* A session for user on worker `worker` (the calling thread's). LIVE
+ * sessions count for presence and receive the user's direct messages;
+ * TRANSIENT ones (a REST request) do not. Never calls back. */
+chat_session_t *chat_session_open(const char *user, int worker, int flags, const chat_sink_t *sink,
+                                  void *sink_data);
+/* Ends the session: leaves every room it joined, updates presence. The
+ * sink is never called again. Call on the session's worker. */
+void chat_session_close(chat_session_t *s);
+void *chat_session_data(const chat_session_t *s);
+const char *chat_session_user(const chat_session_t *s);
+
+/* ---- messages ---- */
+
+/* The message event as JSON text ({"type":"message",...}), encoded once. */
+const char *chat_msg_json(const chat_msg_t *m, size_t *len);
+uint64_t chat_msg_seq(const chat_msg_t *m);
+/* A per-protocol encoding cached on the message (slot 0: JSON frame,
+ * slot 1: STOMP), built by the first recipient that needs it. get returns
+ * NULL if absent; set returns the winner (yours or an earlier one, in which
+ * case yours was freed with the slot's destructor). */
+void *chat_msg_cache_get(chat_msg_t *m, int slot);
+void *chat_msg_cache_set(chat_msg_t *m, int slot, void *value);
+void chat_msg_cache_register(int slot, void (*destroy)(void *value));
+
+/* ---- commands (PROTOCOL.md §3); all on the session's worker ---- */
+
+void chat_join(chat_session_t *s, json_t *ref, const char *room, int64_t since);
+void chat_leave(chat_session_t *s, json_t *ref, const char *room);
+void chat_part(chat_session_t *s, json_t *ref, const char *room);
+void chat_send(chat_session_t *s, json_t *ref, const char *room, const char *text, size_t len,
+               const char *cid);
+void chat_dm(chat_session_t *s, json_t *ref, const char *to, const char *text, size_t len,
+             const char *cid);
+/* before/after: -1 when absent (both set is the front end's bad_request). */
+void chat_history(chat_session_t *s, json_t *ref, const char *room, int64_t before, int64_t after,
+                  int limit);
+void chat_rooms(chat_session_t *s, json_t *ref, int public_directory);
+void chat_create(chat_session_t *s, json_t *ref, const char *room, const char *kind,
+                 const char *title);
+void chat_invite(chat_session_t *s, json_t *ref, const char *room, const char *user);
+void chat_kick(chat_session_t *s, json_t *ref, const char *room, const char *user);
+void chat_role(chat_session_t *s, json_t *ref, const char *room, const char *user, const char *role);
+void chat_members(chat_session_t *s, json_t *ref, const char *room);
+void chat_read(chat_session_t *s, json_t *ref, const char *room, int64_t seq);
+void chat_typing(chat_session_t *s, const char *room);
+void chat_presence(chat_session_t *s, json_t *ref, const char *const *users, size_t n);
+
+/* 1 if id is a valid room id ([A-Za-z0-9_.:-]{1,64}). */
+int chat_valid_room(const char *id);
+
+#endif

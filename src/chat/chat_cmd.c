@@ -1,0 +1,796 @@
+/*
+ * chat_cmd.c: the commands of PROTOCOL.md §3, shared by every front end.
+ *
+ * Each command checks its arguments and its caller's rights, changes the
+ * in-memory state under the locks chat_internal.h orders, queues the store
+ * ops, and replies through the session's sink (after the commit with sync
+ * durability). Authorization lives here and only here: a private or dm room
+ * is invisible to non-members (forbidden), sending needs membership
+ * (not_member), roles gate invite/kick/role as §3 says.
+ */
+#include "auth/auth.h"
+#include "chat/chat_internal.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void chat__ack_now(chat_msg_t *m);
+
+#define CHAT_TITLE_MAX 200
+#define CHAT_TYPING_MS 1000
+#define CHAT_WATCH_MAX 1000
+
+static chat_member_t *chat__member(chat_room_t *r, const char *user)
+{
+    return map_get(&r->members, user, strlen(user));
+}
+
+/* Looks the room up and checks that the caller may see it: public rooms are
+ * visible to everyone, private and dm rooms to their members. Replies with
+ * the error and returns NULL otherwise. */
+static chat_room_t *chat__visible_room(chat_session_t *s, json_t *ref, const char *room)
+{
+    if (!chat_valid_room(room)) {
+        chat__error(s, ref, "bad_request", "Room ids are 1-64 of A-Z a-z 0-9 _ . : -");
+        return NULL;
+    }
+    chat_room_t *r = chat__room_get(room);
+    if (!r) {
+        chat__error(s, ref, "not_found", "There is no such room.");
+        return NULL;
+    }
+    if (r->kind != 'p') {
+        uv_mutex_lock(&r->lock);
+        int member = chat__member(r, s->user->name) != NULL;
+        uv_mutex_unlock(&r->lock);
+        if (!member) {
+            chat__error(s, ref, "forbidden", "This room is private to its members.");
+            return NULL;
+        }
+    }
+    return r;
+}
+
+/* Adds user to r's members with role (user lock then room lock inside).
+ * Returns 1 if added, 0 if already a member, < 0 on failure. */
+static int chat__add_member(chat_room_t *r, chat_user_t *u, char role, store_op_t *op)
+{
+    uv_mutex_lock(&u->lock);
+    uv_mutex_lock(&r->lock);
+    int rc = 0;
+    if (!chat__member(r, u->name)) {
+        chat_member_t *m = calloc(1, sizeof *m);
+        if (!m || map_put(&r->members, u->name, strlen(u->name), m)) {
+            free(m);
+            rc = SORI_ENOMEM;
+        } else if (map_put(&u->rooms, r->id, strlen(r->id), r)) {
+            free(map_del(&r->members, u->name, strlen(u->name)));
+            rc = SORI_ENOMEM;
+        } else {
+            m->role = role;
+            rc = 1;
+        }
+    }
+    uv_mutex_unlock(&r->lock);
+    uv_mutex_unlock(&u->lock);
+    if (rc == 1 && op)
+        *op = (store_op_t){.kind = STORE_OP_MEMBER,
+                           .u.member = {.room = r->id, .user = u->name, .role = chat__role_name(role),
+                                        .joined_at = chat__now_ms()}};
+    return rc;
+}
+
+static void chat__del_member(chat_room_t *r, chat_user_t *u)
+{
+    uv_mutex_lock(&u->lock);
+    uv_mutex_lock(&r->lock);
+    free(map_del(&r->members, u->name, strlen(u->name)));
+    map_del(&u->rooms, r->id, strlen(r->id));
+    uv_mutex_unlock(&r->lock);
+    uv_mutex_unlock(&u->lock);
+}
+
+static json_t *chat__member_event(chat_room_t *r, const char *user, const char *event)
+{
+    return json_pack("{s:s, s:s, s:s, s:s}", "type", "member", "room", r->id, "user", user, "event", event);
+}
+
+/* ---- join, leave, part ---- */
+
+void chat_join(chat_session_t *s, json_t *ref, const char *room, int64_t since)
+{
+    if (!chat_valid_room(room)) {
+        chat__error(s, ref, "bad_request", "Room ids are 1-64 of A-Z a-z 0-9 _ . : -");
+        return;
+    }
+    chat_room_t *r = chat__room_get(room);
+    if (!r) {
+        chat__error(s, ref, "not_found", "There is no such room.");
+        return;
+    }
+    uv_mutex_lock(&r->lock);
+    int member = chat__member(r, s->user->name) != NULL;
+    uv_mutex_unlock(&r->lock);
+    if (!member && r->kind != 'p') {
+        chat__error(s, ref, "forbidden", "This room is private to its members.");
+        return;
+    }
+    chat_sub_t *sub = chat__sub_find(s, r);
+    if (!sub) {
+        int joined = 0;
+        for (uint32_t i = 0; i < s->nsubs; i++) joined += s->subs[i]->joined;
+        if (joined >= chat__g.cfg.max_rooms_per_conn) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "A connection may join at most %d rooms.", chat__g.cfg.max_rooms_per_conn);
+            chat__error(s, ref, "too_large", msg);
+            return;
+        }
+    }
+    if (!member) {
+        store_op_t op;
+        int added = chat__add_member(r, s->user, 'm', &op);
+        if (added < 0) {
+            chat__error(s, ref, "internal", "Out of memory.");
+            return;
+        }
+        if (added) {
+            chat__write(NULL, NULL, NULL, &op, 1);
+            json_t *ev = chat__member_event(r, s->user->name, "joined");
+            chat__room_event(r, ev, s);
+            json_decref(ev);
+        }
+    }
+    int fresh = sub == NULL;
+    if (fresh && !(sub = chat__sub_add(s, r))) {
+        chat__error(s, ref, "internal", "Out of memory.");
+        return;
+    }
+    sub->joined = 1;
+    sub->catching_up = 1;
+    if (since >= 0) {
+        sub->last_seq = since;
+    } else if (fresh) {
+        uv_mutex_lock(&r->lock);
+        sub->last_seq = r->committed;
+        uv_mutex_unlock(&r->lock);
+    }
+    chat__catchup(sub, ref);
+}
+
+void chat_leave(chat_session_t *s, json_t *ref, const char *room)
+{
+    if (!chat_valid_room(room)) {
+        chat__error(s, ref, "bad_request", "Room ids are 1-64 of A-Z a-z 0-9 _ . : -");
+        return;
+    }
+    chat_room_t *r = chat__room_get(room);
+    chat_sub_t *sub = r ? chat__sub_find(s, r) : NULL;
+    if (sub) chat__sub_remove(sub);
+    chat__reply(s, ref, json_pack("{s:s, s:s}", "type", "left", "room", room));
+}
+
+void chat_part(chat_session_t *s, json_t *ref, const char *room)
+{
+    chat_room_t *r = chat__visible_room(s, ref, room);
+    if (!r) return;
+    uv_mutex_lock(&r->lock);
+    chat_member_t *m = chat__member(r, s->user->name);
+    char role = m ? m->role : 0;
+    uv_mutex_unlock(&r->lock);
+    if (!role) {
+        chat__error(s, ref, "not_member", "You are not a member of this room.");
+        return;
+    }
+    if (r->kind == 'd') {
+        chat__error(s, ref, "forbidden", "A direct-message room cannot be left.");
+        return;
+    }
+    if (role == 'o') {
+        chat__error(s, ref, "forbidden", "The owner must hand ownership to another member first (role).");
+        return;
+    }
+    chat__del_member(r, s->user);
+    chat__user_subscribe(s->user, r, 0);
+    json_t *ev = chat__member_event(r, s->user->name, "left");
+    chat__room_event(r, ev, NULL);
+    json_decref(ev);
+    store_op_t op = {.kind = STORE_OP_MEMBER_DEL, .u.member = {.room = r->id, .user = s->user->name}};
+    chat__write(s, ref, json_pack("{s:s, s:s}", "type", "parted", "room", r->id), &op, 1);
+}
+
+/* ---- send and dm ---- */
+
+static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const char *text, size_t len,
+                          const char *cid)
+{
+    chat_user_t *u = s->user;
+    int64_t now = chat__now_ms();
+    uv_mutex_lock(&u->lock);
+    if (cid) {
+        chat_msg_t *prev = map_get(&u->idem, cid, strlen(cid));
+        if (prev && prev->ts + CHAT_IDEM_MS < now) {
+            map_del(&u->idem, cid, strlen(cid));
+            chat__msg_unref(prev);
+            prev = NULL;
+        }
+        if (prev) {
+            /* The same cid again: the first ack, and no second message. */
+            uv_mutex_lock(&prev->room->lock);
+            if (!prev->committed) {
+                chat_waiter_t *w = calloc(1, sizeof *w);
+                if (w) {
+                    w->s = chat__session_ref(s);
+                    w->ref = json_incref(ref);
+                    w->next = prev->waiters;
+                    prev->waiters = w;
+                }
+                uv_mutex_unlock(&prev->room->lock);
+                uv_mutex_unlock(&u->lock);
+                return;
+            }
+            uv_mutex_unlock(&prev->room->lock);
+            chat_msg_t *m = chat__msg_ref(prev);
+            uv_mutex_unlock(&u->lock);
+            char id[24];
+            snprintf(id, sizeof id, "%llu", (unsigned long long)m->id);
+            chat__reply(s, ref, json_pack("{s:s, s:s, s:s, s:I, s:I}", "type", "ack", "room", m->room->id,
+                                          "id", id, "seq", (json_int_t)m->seq, "ts", (json_int_t)m->ts));
+            chat__msg_unref(m);
+            return;
+        }
+    }
+    uv_mutex_lock(&r->lock);
+    if (!chat__member(r, u->name)) {
+        uv_mutex_unlock(&r->lock);
+        uv_mutex_unlock(&u->lock);
+        chat__error(s, ref, "not_member", "Only members may send to this room; join it first.");
+        return;
+    }
+    chat_msg_t *m = chat__msg_new(r, chat__next_id(now), r->seq + 1, now, u->name, text, len, cid);
+    chat_waiter_t *w = calloc(1, sizeof *w);
+    if (!m || !w) {
+        uv_mutex_unlock(&r->lock);
+        uv_mutex_unlock(&u->lock);
+        free(w);
+        chat__msg_unref(m);
+        chat__error(s, ref, "internal", "Out of memory.");
+        return;
+    }
+    r->seq++;
+    w->s = chat__session_ref(s);
+    w->ref = json_incref(ref);
+    m->waiters = w;
+    if (cid && map_put(&u->idem, cid, strlen(cid), chat__msg_ref(m)) != 0) chat__msg_unref(m);
+    chat__write_msg(m);
+    uv_mutex_unlock(&r->lock);
+    uv_mutex_unlock(&u->lock);
+    if (chat__g.cfg.durability == STORE_ASYNC) chat__ack_now(m);
+    chat__msg_unref(m);
+}
+
+static int chat__check_text(chat_session_t *s, json_t *ref, size_t len, const char *cid)
+{
+    if (len == 0) {
+        chat__error(s, ref, "bad_request", "A message needs some text.");
+        return -1;
+    }
+    if (len > chat__g.cfg.max_text) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "Message texts are at most %zu bytes.", chat__g.cfg.max_text);
+        chat__error(s, ref, "too_large", msg);
+        return -1;
+    }
+    if (cid && (strlen(cid) < 1 || strlen(cid) > 64)) {
+        chat__error(s, ref, "bad_request", "A cid is 1-64 characters.");
+        return -1;
+    }
+    return 0;
+}
+
+void chat_send(chat_session_t *s, json_t *ref, const char *room, const char *text, size_t len,
+               const char *cid)
+{
+    if (chat__check_text(s, ref, len, cid)) return;
+    if (!chat_valid_room(room)) {
+        chat__error(s, ref, "bad_request", "Room ids are 1-64 of A-Z a-z 0-9 _ . : -");
+        return;
+    }
+    chat_room_t *r = chat__room_get(room);
+    if (!r) {
+        chat__error(s, ref, "not_found", "There is no such room.");
+        return;
+    }
+    chat__send_to(s, ref, r, text, len, cid);
+}
+
+void chat_dm(chat_session_t *s, json_t *ref, const char *to, const char *text, size_t len,
+             const char *cid)
+{
+    if (chat__check_text(s, ref, len, cid)) return;
+    if (!auth_valid_user(to, strlen(to))) {
+        chat__error(s, ref, "bad_request", "`to` must be a user name.");
+        return;
+    }
+    if (!strcmp(to, s->user->name)) {
+        chat__error(s, ref, "bad_request", "A direct message goes to another user.");
+        return;
+    }
+    chat_user_t *peer = chat__user_get(to, 0);
+    if (!peer) {
+        chat__error(s, ref, "not_found", "There is no such user.");
+        return;
+    }
+    const char *a = s->user->name, *b = to;
+    if (strcmp(a, b) > 0) a = to, b = s->user->name;
+    char id[CHAT_ROOM_MAX + 1];
+    snprintf(id, sizeof id, "dm:%s:%s", a, b);
+    int created = 0;
+    chat_room_t *r = chat__room_get(id);
+    if (!r) r = chat__room_create(id, 'd', "", chat__now_ms(), &created);
+    if (!r) {
+        chat__error(s, ref, "internal", "Out of memory.");
+        return;
+    }
+    store_op_t ops[3];
+    size_t n = 0;
+    if (created)
+        ops[n++] = (store_op_t){.kind = STORE_OP_ROOM,
+                                .u.room = {.id = r->id, .kind = "dm", .title = "", .created_at = r->created_at}};
+    chat_user_t *both[2] = {s->user, peer};
+    int added[2];
+    for (int i = 0; i < 2; i++) {
+        added[i] = chat__add_member(r, both[i], 'm', &ops[n]);
+        if (added[i] == 1) n++;
+    }
+    if (n) chat__write(NULL, NULL, NULL, ops, n);
+    /* Every connection of both users receives the room without joining;
+     * these tasks run before the message's fan-out (FIFO inboxes). */
+    for (int i = 0; i < 2; i++)
+        if (added[i] == 1) chat__user_subscribe(both[i], r, 1);
+    chat__send_to(s, ref, r, text, len, cid);
+}
+
+/* ---- history ---- */
+
+typedef struct {
+    store_read_t rd;
+    chat_session_t *s;
+    json_t *ref;
+    chat_room_t *room;
+    store_range_t q;
+    json_t *msgs;
+    int has_more;
+    int failed;
+} chat_hread_t;
+
+static int chat__hread_row(void *arg, const store_msg_t *sm)
+{
+    chat_hread_t *h = arg;
+    char id[24];
+    snprintf(id, sizeof id, "%llu", (unsigned long long)sm->id);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s%, s:I}", "room", sm->room, "id", id, "seq",
+                          (json_int_t)sm->seq, "from", sm->from, "text", sm->text, sm->text_len, "ts",
+                          (json_int_t)sm->ts);
+    if (o && sm->cid) json_object_set_new(o, "cid", json_string(sm->cid));
+    return o ? json_array_append_new(h->msgs, o) : SORI_ENOMEM;
+}
+
+static void chat__hread_run(store_read_t *rd, const store_type_t *type, store_backend_t *b)
+{
+    chat_hread_t *h = rd->arg;
+    if (!b || type->range(b, &h->q, chat__hread_row, h) < 0) h->failed = 1; /* !b: closing */
+    if (h->failed)
+        chat__error(h->s, h->ref, "unavailable", "History is not available right now; try again.");
+    else
+        chat__reply(h->s, h->ref, json_pack("{s:s, s:s, s:o, s:b}", "type", "history", "room", h->room->id,
+                                            "messages", json_incref(h->msgs), "has_more", h->has_more));
+    json_decref(h->msgs);
+    json_decref(h->ref);
+    chat__session_unref(h->s);
+    free(h);
+}
+
+void chat_history(chat_session_t *s, json_t *ref, const char *room, int64_t before, int64_t after,
+                  int limit)
+{
+    chat_room_t *r = chat__visible_room(s, ref, room);
+    if (!r) return;
+    uv_mutex_lock(&r->lock);
+    int64_t S = r->committed, first = S - (int64_t)r->ring_n + 1;
+    int64_t lo, hi;
+    int has_more;
+    if (after >= 0) {
+        lo = after + 1;
+        hi = after + limit < S ? after + limit : S;
+        has_more = hi < S;
+    } else {
+        hi = before >= 0 && before - 1 < S ? before - 1 : S;
+        lo = hi - limit + 1 > 1 ? hi - limit + 1 : 1;
+        has_more = lo > 1;
+    }
+    if (hi < lo) {
+        uv_mutex_unlock(&r->lock);
+        chat__reply(s, ref, json_pack("{s:s, s:s, s:[], s:b}", "type", "history", "room", r->id, "messages",
+                                      "has_more", 0));
+        return;
+    }
+    if (lo >= first) {
+        json_t *msgs = json_array();
+        for (uint32_t i = 0; i < r->ring_n; i++) {
+            chat_msg_t *m = r->ring[(r->ring_head + i) % r->ring_cap];
+            if (m->seq >= lo && m->seq <= hi) json_array_append_new(msgs, chat__msg_obj(m));
+        }
+        uv_mutex_unlock(&r->lock);
+        chat__reply(s, ref, json_pack("{s:s, s:s, s:o, s:b}", "type", "history", "room", r->id, "messages",
+                                      msgs, "has_more", has_more));
+        return;
+    }
+    uv_mutex_unlock(&r->lock);
+    chat_hread_t *h = calloc(1, sizeof *h);
+    if (!h) {
+        chat__error(s, ref, "internal", "Out of memory.");
+        return;
+    }
+    h->s = chat__session_ref(s);
+    h->ref = json_incref(ref);
+    h->room = r;
+    h->q = (store_range_t){.room = r->id, .after = lo - 1, .before = hi + 1, .limit = limit, .newest_first = 1};
+    h->msgs = json_array();
+    h->has_more = has_more;
+    h->rd.run = chat__hread_run;
+    h->rd.arg = h;
+    store_read(chat__g.store, &h->rd);
+}
+
+/* ---- rooms ---- */
+
+typedef struct {
+    json_t *list;
+} chat_dir_t;
+
+static void chat__dir_room(const char *k, size_t kl, void *v, void *arg)
+{
+    (void)k, (void)kl;
+    chat_room_t *r = v;
+    if (r->kind != 'p') return;
+    chat_dir_t *d = arg;
+    uv_mutex_lock(&r->lock);
+    json_array_append_new(d->list, json_pack("{s:s, s:s, s:s, s:I, s:I}", "id", r->id, "kind", "public",
+                                             "title", r->title, "seq", (json_int_t)r->committed, "members",
+                                             (json_int_t)r->members.count));
+    uv_mutex_unlock(&r->lock);
+}
+
+void chat_rooms(chat_session_t *s, json_t *ref, int public_directory)
+{
+    json_t *list = json_array();
+    if (public_directory) {
+        chat_dir_t d = {list};
+        uv_rwlock_rdlock(&chat__g.rooms_lock);
+        map_each(&chat__g.rooms, chat__dir_room, &d);
+        uv_rwlock_rdunlock(&chat__g.rooms_lock);
+    } else {
+        chat_user_t *u = s->user;
+        uv_mutex_lock(&u->lock);
+        size_t n = u->rooms.count, i = 0;
+        chat_room_t **rooms = malloc((n ? n : 1) * sizeof *rooms);
+        for (size_t b = 0; rooms && b < u->rooms.nbuckets; b++)
+            for (map_entry_t *e = u->rooms.buckets[b]; e; e = e->next) rooms[i++] = e->value;
+        uv_mutex_unlock(&u->lock);
+        for (size_t j = 0; rooms && j < i; j++) {
+            chat_room_t *r = rooms[j];
+            uv_mutex_lock(&r->lock);
+            chat_member_t *m = chat__member(r, u->name);
+            int64_t last_read = m ? m->last_read : 0;
+            int64_t unread = r->committed > last_read ? r->committed - last_read : 0;
+            json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I}", "id", r->id, "kind", chat__kind_name(r->kind),
+                                  "title", r->title, "seq", (json_int_t)r->committed, "last_read",
+                                  (json_int_t)last_read, "unread", (json_int_t)unread);
+            if (r->ring_n)
+                json_object_set_new(o, "last_message",
+                                    chat__msg_obj(r->ring[(r->ring_head + r->ring_n - 1) % r->ring_cap]));
+            else
+                json_object_set_new(o, "last_message", json_null());
+            uv_mutex_unlock(&r->lock);
+            json_array_append_new(list, o);
+        }
+        free(rooms);
+    }
+    chat__reply(s, ref, json_pack("{s:s, s:o}", "type", "rooms", "rooms", list));
+}
+
+/* ---- create, invite, kick, role, members ---- */
+
+void chat_create(chat_session_t *s, json_t *ref, const char *room, const char *kind, const char *title)
+{
+    if (!chat_valid_room(room) || !strncmp(room, "dm:", 3) || strlen(room) > 64) {
+        chat__error(s, ref, "bad_request", "Room ids are 1-64 of A-Z a-z 0-9 _ . : - and may not start with dm:");
+        return;
+    }
+    char k = !strcmp(kind, "public") ? 'p' : !strcmp(kind, "private") ? 'r' : 0;
+    if (!k) {
+        chat__error(s, ref, "bad_request", "kind is public or private.");
+        return;
+    }
+    if (title && strlen(title) > CHAT_TITLE_MAX) {
+        chat__error(s, ref, "too_large", "Titles are at most 200 bytes.");
+        return;
+    }
+    int created;
+    chat_room_t *r = chat__room_create(room, k, title, chat__now_ms(), &created);
+    if (!r) {
+        chat__error(s, ref, "internal", "Out of memory.");
+        return;
+    }
+    if (!created) {
+        chat__error(s, ref, "conflict", "A room with this id exists.");
+        return;
+    }
+    store_op_t ops[2];
+    ops[0] = (store_op_t){.kind = STORE_OP_ROOM,
+                          .u.room = {.id = r->id, .kind = chat__kind_name(k), .title = r->title,
+                                     .created_at = r->created_at}};
+    if (chat__add_member(r, s->user, 'o', &ops[1]) != 1) {
+        chat__error(s, ref, "internal", "Out of memory.");
+        return;
+    }
+    chat__write(s, ref, json_pack("{s:s, s:s, s:s}", "type", "created", "room", r->id, "kind", chat__kind_name(k)),
+                ops, 2);
+}
+
+/* The caller's role in r, 0 if not a member. */
+static char chat__role_of(chat_room_t *r, const char *user)
+{
+    uv_mutex_lock(&r->lock);
+    chat_member_t *m = chat__member(r, user);
+    char role = m ? m->role : 0;
+    uv_mutex_unlock(&r->lock);
+    return role;
+}
+
+static chat_user_t *chat__target_user(chat_session_t *s, json_t *ref, const char *user)
+{
+    if (!auth_valid_user(user, strlen(user))) {
+        chat__error(s, ref, "bad_request", "`user` must be a user name.");
+        return NULL;
+    }
+    chat_user_t *u = chat__user_get(user, 0);
+    if (!u) chat__error(s, ref, "not_found", "There is no such user.");
+    return u;
+}
+
+void chat_invite(chat_session_t *s, json_t *ref, const char *room, const char *user)
+{
+    chat_room_t *r = chat__visible_room(s, ref, room);
+    if (!r) return;
+    char role = chat__role_of(r, s->user->name);
+    if (!role) {
+        chat__error(s, ref, "not_member", "Only members may invite.");
+        return;
+    }
+    if (r->kind == 'd' || (r->kind == 'r' && role == 'm')) {
+        chat__error(s, ref, "forbidden", "Only the owner or an admin may invite to this room.");
+        return;
+    }
+    chat_user_t *u = chat__target_user(s, ref, user);
+    if (!u) return;
+    store_op_t op;
+    int added = chat__add_member(r, u, 'm', &op);
+    if (added < 0) {
+        chat__error(s, ref, "internal", "Out of memory.");
+        return;
+    }
+    json_t *reply = json_pack("{s:s, s:s, s:s}", "type", "invited", "room", r->id, "user", u->name);
+    if (added) {
+        json_t *ev = chat__member_event(r, u->name, "invited");
+        chat__room_event(r, ev, NULL);
+        chat__user_event(u, ev);
+        json_decref(ev);
+        chat__write(s, ref, reply, &op, 1);
+    } else {
+        chat__reply(s, ref, reply);
+    }
+}
+
+void chat_kick(chat_session_t *s, json_t *ref, const char *room, const char *user)
+{
+    chat_room_t *r = chat__visible_room(s, ref, room);
+    if (!r) return;
+    char role = chat__role_of(r, s->user->name);
+    if (!role) {
+        chat__error(s, ref, "not_member", "You are not a member of this room.");
+        return;
+    }
+    chat_user_t *u = chat__target_user(s, ref, user);
+    if (!u) return;
+    if (u == s->user) {
+        chat__error(s, ref, "bad_request", "To leave a room, use part.");
+        return;
+    }
+    char target = chat__role_of(r, u->name);
+    if (!target) {
+        chat__error(s, ref, "not_member", "That user is not a member of this room.");
+        return;
+    }
+    if (r->kind == 'd' || !(role == 'o' || (role == 'a' && target == 'm'))) {
+        chat__error(s, ref, "forbidden", "The owner may kick anyone else; an admin may kick members.");
+        return;
+    }
+    chat__del_member(r, u);
+    chat__user_subscribe(u, r, 0);
+    json_t *ev = chat__member_event(r, u->name, "kicked");
+    chat__room_event(r, ev, NULL);
+    chat__user_event(u, ev);
+    json_decref(ev);
+    store_op_t op = {.kind = STORE_OP_MEMBER_DEL, .u.member = {.room = r->id, .user = u->name}};
+    chat__write(s, ref, json_pack("{s:s, s:s, s:s}", "type", "kicked", "room", r->id, "user", u->name), &op, 1);
+}
+
+void chat_role(chat_session_t *s, json_t *ref, const char *room, const char *user, const char *role)
+{
+    chat_room_t *r = chat__visible_room(s, ref, room);
+    if (!r) return;
+    char want = !strcmp(role, "owner") ? 'o' : !strcmp(role, "admin") ? 'a' : !strcmp(role, "member") ? 'm' : 0;
+    if (!want) {
+        chat__error(s, ref, "bad_request", "role is owner, admin or member.");
+        return;
+    }
+    if (chat__role_of(r, s->user->name) != 'o' || r->kind == 'd') {
+        chat__error(s, ref, "forbidden", "Only the owner may change roles.");
+        return;
+    }
+    chat_user_t *u = chat__target_user(s, ref, user);
+    if (!u) return;
+    if (u == s->user) {
+        chat__error(s, ref, "bad_request", "Hand ownership over by giving another member the owner role.");
+        return;
+    }
+    store_op_t ops[2];
+    size_t n = 0;
+    uv_mutex_lock(&r->lock);
+    chat_member_t *m = chat__member(r, u->name), *me = chat__member(r, s->user->name);
+    if (!m) {
+        uv_mutex_unlock(&r->lock);
+        chat__error(s, ref, "not_member", "That user is not a member of this room.");
+        return;
+    }
+    m->role = want;
+    ops[n++] = (store_op_t){.kind = STORE_OP_MEMBER,
+                            .u.member = {.room = r->id, .user = u->name, .role = chat__role_name(want)}};
+    if (want == 'o' && me) {
+        me->role = 'a';
+        ops[n++] = (store_op_t){.kind = STORE_OP_MEMBER,
+                                .u.member = {.room = r->id, .user = s->user->name, .role = "admin"}};
+    }
+    uv_mutex_unlock(&r->lock);
+    chat__write(s, ref, json_pack("{s:s, s:s, s:s, s:s}", "type", "role_ok", "room", r->id, "user", u->name,
+                                  "role", chat__role_name(want)),
+                ops, n);
+}
+
+typedef struct {
+    json_t *list;
+} chat_mlist_t;
+
+static void chat__collect_member(const char *k, size_t kl, void *v, void *arg)
+{
+    (void)kl;
+    chat_mlist_t *l = arg;
+    json_array_append_new(l->list, json_pack("{s:s, s:s}", "user", k, "role", chat__role_name(((chat_member_t *)v)->role)));
+}
+
+void chat_members(chat_session_t *s, json_t *ref, const char *room)
+{
+    chat_room_t *r = chat__visible_room(s, ref, room);
+    if (!r) return;
+    chat_mlist_t l = {json_array()};
+    uv_mutex_lock(&r->lock);
+    map_each(&r->members, chat__collect_member, &l);
+    uv_mutex_unlock(&r->lock);
+    /* online needs each user's lock: taken after the room lock is dropped */
+    size_t i;
+    json_t *o;
+    json_array_foreach(l.list, i, o)
+    {
+        chat_user_t *u = chat__user_get(json_string_value(json_object_get(o, "user")), 0);
+        int online = 0;
+        if (u) {
+            uv_mutex_lock(&u->lock);
+            online = u->nsessions > 0;
+            uv_mutex_unlock(&u->lock);
+        }
+        json_object_set_new(o, "online", json_boolean(online));
+    }
+    chat__reply(s, ref, json_pack("{s:s, s:s, s:o}", "type", "members", "room", r->id, "members", l.list));
+}
+
+/* ---- read, typing, presence ---- */
+
+void chat_read(chat_session_t *s, json_t *ref, const char *room, int64_t seq)
+{
+    chat_room_t *r = chat__visible_room(s, ref, room);
+    if (!r) return;
+    uv_mutex_lock(&r->lock);
+    chat_member_t *m = chat__member(r, s->user->name);
+    if (!m) {
+        uv_mutex_unlock(&r->lock);
+        chat__error(s, ref, "not_member", "You are not a member of this room.");
+        return;
+    }
+    if (seq < 0 || seq > r->committed) {
+        uv_mutex_unlock(&r->lock);
+        chat__error(s, ref, "bad_request", "seq is beyond the room's latest message.");
+        return;
+    }
+    int moved = seq > m->last_read;
+    if (moved) m->last_read = seq;
+    int64_t stored = m->last_read;
+    uv_mutex_unlock(&r->lock);
+    if (moved) {
+        store_op_t op = {.kind = STORE_OP_READ, .u.member = {.room = r->id, .user = s->user->name, .last_read = stored}};
+        chat__write(NULL, NULL, NULL, &op, 1);
+        json_t *ev = json_pack("{s:s, s:s, s:s, s:I}", "type", "receipt", "room", r->id, "user", s->user->name,
+                               "seq", (json_int_t)stored);
+        chat__room_event(r, ev, NULL);
+        json_decref(ev);
+    }
+    chat__reply(s, ref, json_pack("{s:s, s:s, s:I}", "type", "read_ok", "room", r->id, "seq", (json_int_t)stored));
+}
+
+void chat_typing(chat_session_t *s, const char *room)
+{
+    if (!chat_valid_room(room)) return;
+    chat_room_t *r = chat__room_get(room);
+    if (!r || !chat__role_of(r, s->user->name)) return; /* typing has no reply, errors neither */
+    int64_t now = chat__now_ms();
+    chat_sub_t *sub = chat__sub_find(s, r);
+    int64_t *last = sub ? &sub->typing_ms : &s->typing_ms;
+    if (now - *last < CHAT_TYPING_MS) return; /* at most one per second per room */
+    *last = now;
+    json_t *ev = json_pack("{s:s, s:s, s:s}", "type", "typing", "room", r->id, "user", s->user->name);
+    chat__room_event(r, ev, s);
+    json_decref(ev);
+}
+
+void chat_presence(chat_session_t *s, json_t *ref, const char *const *users, size_t n)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++) {
+        if (!auth_valid_user(users[i], strlen(users[i]))) continue;
+        chat_user_t *u = chat__user_get(users[i], 0);
+        int online = 0;
+        int64_t last_seen = 0;
+        if (u) {
+            uv_mutex_lock(&u->lock);
+            online = u->nsessions > 0;
+            last_seen = u->last_seen;
+            int watching = 0;
+            for (uint32_t j = 0; j < s->nwatching; j++) watching |= s->watching[j] == u;
+            if (!watching && s->nwatching < CHAT_WATCH_MAX && !(s->flags & CHAT_SESSION_TRANSIENT)) {
+                if (u->nwatchers == u->capwatchers) {
+                    uint32_t cap = u->capwatchers ? u->capwatchers * 2 : 4;
+                    chat_session_t **v = realloc(u->watchers, cap * sizeof *v);
+                    if (v) u->watchers = v, u->capwatchers = cap;
+                }
+                if (s->nwatching == s->capwatching) {
+                    uint32_t cap = s->capwatching ? s->capwatching * 2 : 4;
+                    chat_user_t **v = realloc(s->watching, cap * sizeof *v);
+                    if (v) s->watching = v, s->capwatching = cap;
+                }
+                if (u->nwatchers < u->capwatchers && s->nwatching < s->capwatching) {
+                    /* the watcher's reference is dropped in chat_session_close */
+                    u->watchers[u->nwatchers++] = chat__session_ref(s);
+                    s->watching[s->nwatching++] = u;
+                }
+            }
+            uv_mutex_unlock(&u->lock);
+        }
+        json_t *o = json_pack("{s:s, s:b}", "user", users[i], "online", online);
+        json_object_set_new(o, "last_seen", online || !last_seen ? json_null() : json_integer(last_seen));
+        json_array_append_new(list, o);
+    }
+    chat__reply(s, ref, json_pack("{s:s, s:o}", "type", "presence", "users", list));
+}

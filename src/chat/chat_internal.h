@@ -1,0 +1,176 @@
+/*
+ * chat_internal.h: the chat core's tables, shared by chat_core.c and
+ * chat_cmd.c only.
+ *
+ * Locks, always taken in this order, never two of one kind at once:
+ *   chat.rooms_lock / chat.users_lock (rwlocks: the id -> object tables)
+ *   -> user->lock -> room->lock -> (a worker's inbox lock, inside net).
+ * Rooms and users are never freed while the node runs, so pointers to them
+ * (and to their id and name strings) stay valid; store ops borrow them.
+ * Per-worker subscriber lists (room->subs[w]) are touched only by worker w.
+ */
+#ifndef SORI_CHAT_INTERNAL_H
+#define SORI_CHAT_INTERNAL_H
+
+#include <stdatomic.h>
+#include <uv.h>
+
+#include "chat/chat.h"
+#include "net/net.h"
+#include "util/map.h"
+
+#define CHAT_ROOM_MAX 72  /* "dm:" + 32 + ":" + 32, and 64 for other rooms */
+#define CHAT_USER_MAX 32
+#define CHAT_IDEM_MS (24LL * 3600 * 1000)
+
+typedef struct chat_room chat_room_t;
+typedef struct chat_user chat_user_t;
+
+typedef struct chat_sub {
+    chat_session_t *s;
+    chat_room_t *room;
+    int64_t last_seq;  /* the newest seq delivered to s */
+    int64_t typing_ms; /* when s last sent a typing event to the room */
+    uint32_t idx;      /* position in room->subs[w] */
+    uint8_t catching_up;
+    uint8_t joined;    /* by `join` (else only by being in a dm room) */
+} chat_sub_t;
+
+typedef struct {
+    chat_sub_t **v;
+    uint32_t n, cap;
+} chat_subs_t;
+
+typedef struct {
+    char role;         /* 'o' owner, 'a' admin, 'm' member */
+    int64_t last_read;
+} chat_member_t;
+
+struct chat_room {
+    char id[CHAT_ROOM_MAX + 1];
+    char kind; /* 'p' public, 'r' private, 'd' dm */
+    char *title;
+    int64_t created_at;
+    uv_mutex_t lock; /* everything below but subs/nsubs */
+    int64_t seq;        /* last assigned */
+    int64_t committed;  /* last committed and published, in order */
+    map_t members;      /* user name -> chat_member_t* */
+    chat_msg_t **ring;  /* the newest committed messages, ring_n of them */
+    uint32_t ring_cap, ring_n, ring_head;
+    chat_subs_t *subs;  /* [workers] */
+    atomic_int *nsubs;  /* [workers] */
+};
+
+struct chat_user {
+    char name[CHAT_USER_MAX + 1];
+    uv_mutex_t lock;
+    chat_session_t **sessions; /* live sessions on every worker */
+    uint32_t nsessions, capsessions;
+    chat_session_t **watchers; /* sessions subscribed to our presence */
+    uint32_t nwatchers, capwatchers;
+    int64_t last_seen;
+    int64_t created_at;
+    map_t rooms; /* room id -> chat_room_t* we are a member of */
+    map_t idem;  /* cid -> chat_msg_t* (a reference) */
+};
+
+struct chat_session {
+    atomic_uint refs;
+    chat_user_t *user;
+    int worker;
+    int flags;
+    int closed; /* worker-thread only */
+    const chat_sink_t *sink;
+    void *sink_data;
+    chat_sub_t **subs; /* this session's subscriptions (worker-thread only) */
+    uint32_t nsubs, capsubs;
+    chat_user_t **watching; /* presence subscriptions (worker-thread only) */
+    uint32_t nwatching, capwatching;
+    int64_t typing_ms;
+};
+
+typedef struct chat_waiter {
+    struct chat_waiter *next;
+    chat_session_t *s;
+    json_t *ref;
+} chat_waiter_t;
+
+struct chat_msg {
+    atomic_uint refs;
+    uint8_t is_event; /* 1: typing/receipt/member/presence: no seq, not stored */
+    uint64_t id;
+    int64_t seq, ts;
+    chat_room_t *room;
+    char *from, *text, *cid;
+    size_t text_len;
+    char *json;       /* the event as sent */
+    size_t json_len;
+    _Atomic(void *) cache[2];
+    /* until committed (guarded by room->lock) */
+    int committed;
+    chat_waiter_t *waiters; /* the sender and idempotent resends awaiting the ack */
+    store_job_t job;
+    store_op_t op;
+};
+
+typedef struct {
+    chat_config_t cfg;
+    store_t *store;
+    uv_rwlock_t rooms_lock;
+    map_t rooms; /* id -> chat_room_t* */
+    uv_rwlock_t users_lock;
+    map_t users; /* name -> chat_user_t* */
+    uv_mutex_t id_lock;
+    int64_t id_ms;
+    uint32_t id_ctr;
+} chat_t;
+
+extern chat_t chat__g;
+
+int64_t chat__now_ms(void);
+uint64_t chat__next_id(int64_t now_ms);
+chat_room_t *chat__room_get(const char *id);
+/* Creates the room if absent (rooms_lock held for writing inside); *created
+ * tells which. NULL on allocation failure. */
+chat_room_t *chat__room_create(const char *id, char kind, const char *title, int64_t created_at,
+                               int *created);
+chat_user_t *chat__user_get(const char *name, int create);
+const char *chat__kind_name(char kind);
+const char *chat__role_name(char role);
+
+chat_msg_t *chat__msg_new(chat_room_t *room, uint64_t id, int64_t seq, int64_t ts, const char *from,
+                          const char *text, size_t len, const char *cid);
+chat_msg_t *chat__event_new(json_t *obj); /* obj borrowed */
+chat_msg_t *chat__msg_ref(chat_msg_t *m);
+void chat__msg_unref(chat_msg_t *m);
+/* {room, id, seq, from, text, ts, cid?} without "type" (new reference). */
+json_t *chat__msg_obj(const chat_msg_t *m);
+void chat__ring_push(chat_room_t *r, chat_msg_t *m); /* room lock held */
+
+chat_session_t *chat__session_ref(chat_session_t *s);
+void chat__session_unref(chat_session_t *s);
+
+/* Replies on the session's worker: now if we are there, else posted. */
+void chat__reply(chat_session_t *s, json_t *ref, json_t *obj);   /* obj consumed */
+void chat__error(chat_session_t *s, json_t *ref, const char *code, const char *msg);
+/* Publishes m to every worker with subscribers (room lock held). */
+void chat__publish(chat_room_t *r, chat_msg_t *m);
+/* Publishes an event to the room, except session `except` (room lock not held). */
+void chat__room_event(chat_room_t *r, json_t *obj, chat_session_t *except);
+/* Sends an event to every live session of user (posted to their workers). */
+void chat__user_event(chat_user_t *u, json_t *obj);
+/* Subscribes s to r on s's worker (worker-thread only); returns the sub. */
+chat_sub_t *chat__sub_add(chat_session_t *s, chat_room_t *r);
+chat_sub_t *chat__sub_find(chat_session_t *s, chat_room_t *r);
+void chat__sub_remove(chat_sub_t *sub);
+/* Asks user's live sessions to subscribe to (1) or drop (0) room r. */
+void chat__user_subscribe(chat_user_t *u, chat_room_t *r, int subscribe);
+/* Queues ops; in sync mode the reply goes out after the commit, in async
+ * mode now. ops borrow strings from rooms, users and static literals. */
+void chat__write(chat_session_t *s, json_t *ref, json_t *reply, const store_op_t *ops, size_t n);
+/* Writes one message: job embedded in m (room lock held, seq assigned). */
+void chat__write_msg(chat_msg_t *m);
+/* Runs a catch-up step for sub (worker thread). */
+void chat__catchup(chat_sub_t *sub, json_t *ref);
+
+#endif

@@ -1,0 +1,167 @@
+/*
+ * store.h: durable state behind one interface (ARCHITECTURE.md "store/").
+ *
+ * Two layers:
+ *  - a backend (store_type_t): synchronous functions over one connection,
+ *    called only from store threads; SQLite now, PostgreSQL later. Callers
+ *    never include sqlite3.h or libpq-fe.h.
+ *  - the store (store_t, store.c): owns a writer thread that applies queued
+ *    write jobs in batches (one transaction per batch: group commit) and a
+ *    reader thread for queries, each with its own backend connection.
+ *    Callbacks run on those threads; they must not block and typically post
+ *    to a worker's inbox.
+ *
+ * Data: users, rooms (with their latest seq), members (role, last_read),
+ * messages (id, room, seq, sender, text, ts, cid, meta). Idempotency keys
+ * are the (sender, cid) of messages of the last 24 h.
+ */
+#ifndef SORI_STORE_STORE_H
+#define SORI_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint64_t id;
+    int64_t seq;
+    int64_t ts;          /* ms since the epoch */
+    const char *room;
+    const char *from;
+    const char *text;
+    size_t text_len;
+    const char *cid;     /* NULL if none */
+    const char *meta;    /* JSON object text (attachments, mentions) or NULL */
+} store_msg_t;
+
+typedef struct {
+    const char *id;
+    const char *kind;    /* "public", "private", "dm" */
+    const char *title;   /* may be "" */
+    int64_t created_at;  /* ms */
+    int64_t seq;         /* latest seq, on load */
+} store_room_t;
+
+typedef struct {
+    const char *room;
+    const char *user;
+    const char *role;    /* "owner", "admin", "member" */
+    int64_t last_read;
+    int64_t joined_at;   /* ms */
+} store_member_t;
+
+typedef struct {
+    const char *name;
+    int64_t created_at;  /* ms */
+    int64_t last_seen;   /* ms, 0 if never */
+} store_user_t;
+
+enum store_op_kind {
+    STORE_OP_USER,        /* insert the user if absent (created_at), else update last_seen if > 0 */
+    STORE_OP_ROOM,        /* insert the room if absent */
+    STORE_OP_MEMBER,      /* insert or update (role); last_read kept on update */
+    STORE_OP_MEMBER_DEL,  /* delete membership */
+    STORE_OP_READ,        /* last_read = max(last_read, seq) */
+    STORE_OP_MESSAGE,     /* insert message; rooms.seq = max(rooms.seq, seq) */
+};
+
+typedef struct {
+    enum store_op_kind kind;
+    union {
+        store_user_t user;
+        store_room_t room;
+        store_member_t member; /* MEMBER, MEMBER_DEL (room, user), READ (room, user, last_read) */
+        store_msg_t msg;
+    } u;
+} store_op_t;
+
+/* What load() reports at startup, in this order: users, rooms, members,
+ * then for each room its newest `recent` messages oldest first, then the
+ * messages of the last 24 h that carry a cid (idempotency keys). The
+ * pointers are valid only during the call. */
+typedef struct {
+    void *arg;
+    int (*user)(void *arg, const store_user_t *u);
+    int (*room)(void *arg, const store_room_t *r);
+    int (*member)(void *arg, const store_member_t *m);
+    int (*recent)(void *arg, const store_msg_t *m);
+    int (*idem)(void *arg, const store_msg_t *m);
+} store_load_cb_t;
+
+/* One query over a room's messages: seq in (after, before) (0 means
+ * unbounded on that side), at most `limit`; newest_first picks the newest
+ * ones (they are still reported oldest first). */
+typedef struct {
+    const char *room;
+    int64_t after;
+    int64_t before;
+    int limit;
+    int newest_first;
+} store_range_t;
+
+typedef int (*store_msg_cb)(void *arg, const store_msg_t *m);
+
+typedef struct store_backend store_backend_t; /* one backend connection */
+
+typedef struct store_type {
+    const char *name;
+    /* Opens a connection; url is a path (SQLite: the data dir) or a URL.
+     * Creates and migrates the schema when `migrate` is 1. NULL with err. */
+    store_backend_t *(*open)(const char *url, int migrate, char *err, size_t errlen);
+    void (*close)(store_backend_t *b);
+    /* Applies ops in one transaction; 0 or a negative code (nothing applied). */
+    int (*apply)(store_backend_t *b, const store_op_t *ops, size_t n);
+    int (*load)(store_backend_t *b, int recent, int64_t idem_since_ms, const store_load_cb_t *cb);
+    /* Reports the messages of a range oldest first; returns how many, or < 0. */
+    int (*range)(store_backend_t *b, const store_range_t *q, store_msg_cb cb, void *arg);
+} store_type_t;
+
+extern const store_type_t store_type_sqlite;
+
+/* Finds a backend by name ("sqlite"), or NULL. */
+const store_type_t *store_type_find(const char *name);
+
+/* ---- the store: threads and queues (store.c) ---- */
+
+typedef struct store store_t;
+
+enum { STORE_SYNC = 0, STORE_ASYNC = 1 };
+
+/* A write job: ops applied in the same transaction as the jobs batched with
+ * it. done() runs on the writer thread after the commit (status 0) or, when
+ * the store is closing, with a negative status. Ops and the job stay owned by
+ * the caller until done() is called; done may free them. */
+typedef struct store_job {
+    struct store_job *next;
+    store_op_t *ops;
+    size_t nops;
+    void (*done)(struct store_job *job, int status);
+    void *arg;
+} store_job_t;
+
+/* A read job: run() executes on the reader thread with the reader's backend
+ * connection and does its queries with the backend functions directly. */
+typedef struct store_read {
+    struct store_read *next;
+    void (*run)(struct store_read *rd, const store_type_t *type, store_backend_t *b);
+    void *arg;
+} store_read_t;
+
+/* Opens the backend (migrating it), starts the writer and reader threads.
+ * mode: STORE_SYNC (commit before done) or STORE_ASYNC (batches at most
+ * flush_ms apart). NULL with a sentence in err. */
+store_t *store_open(const store_type_t *type, const char *url, int mode, int flush_ms, char *err,
+                    size_t errlen);
+/* Loads the state (on the caller's thread, before serving). */
+int store_load(store_t *s, int recent, int64_t idem_since_ms, const store_load_cb_t *cb);
+/* Queues a write job. Thread-safe; never calls back on the caller's thread. */
+void store_write(store_t *s, store_job_t *job);
+/* Queues a read job. Thread-safe; never calls back on the caller's thread. */
+void store_read(store_t *s, store_read_t *rd);
+/* Applies every queued write, stops the threads, closes the backend. */
+void store_close(store_t *s);
+/* Statistics: batches committed, ops committed, failed commits (retrying). */
+void store_stats(store_t *s, uint64_t *batches, uint64_t *ops, uint64_t *failures);
+/* 1 while commits fail (the writer retries; /healthz reports 503). */
+int store_failing(store_t *s);
+
+#endif
