@@ -75,6 +75,7 @@ static int load_secret(char *err, size_t errlen)
     /* (the same order in `sori serve` and `sori token`, so they agree) */
     const char *env = getenv("SORI_SECRET");
     if (env && *env) {
+        free(sori_config.secret);
         sori_config.secret = strdup(env);
         return 0;
     }
@@ -91,6 +92,7 @@ static int load_secret(char *err, size_t errlen)
         }
         hex[n] = 0;
         hex[strcspn(hex, "\r\n")] = 0;
+        free(sori_config.secret);
         sori_config.secret = strdup(hex);
         return 0;
     }
@@ -107,6 +109,7 @@ static int load_secret(char *err, size_t errlen)
         return SORI_EIO;
     }
     close(fd);
+    free(sori_config.secret);
     sori_config.secret = strdup(hex);
     LOG_INFO("main", "generated a new secret in %s", path);
     return 0;
@@ -320,8 +323,11 @@ static int cmd_token(int argc, char **argv)
     return 0;
 }
 
+static void free_config_at_exit(void) { config_free(&sori_config); }
+
 int main(int argc, char **argv)
 {
+    atexit(free_config_at_exit); /* every exit path, so LeakSanitizer stays quiet */
     if (argc < 2) {
         usage(stderr);
         return 2;

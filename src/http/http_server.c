@@ -240,6 +240,17 @@ static size_t http__on_data(conn_t *c, char *data, size_t len)
         http__fail(c, 400, "bad_request", "The request is not valid HTTP/1.1.");
         return len;
     }
+    if (req.path.len == 0) req.path = SLICE_LIT("/"); /* absolute-form without a path */
+    if (req.minor_version == 1) {
+        /* RFC 9112 §3.2: exactly one Host field in an HTTP/1.1 request. */
+        int hosts = 0;
+        for (size_t i = 0; i < req.nheaders; i++)
+            hosts += req.headers[i].name.len == 4 && strncasecmp(req.headers[i].name.p, "Host", 4) == 0;
+        if (hosts != 1) {
+            http__fail(c, 400, "bad_request", "An HTTP/1.1 request needs exactly one Host header.");
+            return len;
+        }
+    }
     if (http_header_get(&req, "Transfer-Encoding")) {
         http__fail(c, 411, "bad_request", "Send the body with a Content-Length header.");
         return len;

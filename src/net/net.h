@@ -129,6 +129,8 @@ void conn_resume_read(conn_t *c);
 
 /* The worker's clock in whole seconds (monotonic, from uv_now). */
 uint32_t net_now_sec(const net_worker_t *w);
+/* The worker's clock in milliseconds (uv_now of its loop). */
+uint64_t net_now_ms(net_worker_t *w);
 /* The peer address as text ("127.0.0.1"), for logs. */
 void conn_peer_str(const conn_t *c, char *out, size_t cap);
 

@@ -102,6 +102,7 @@ void conn_set_deadline(conn_t *c, uint32_t secs)
 }
 
 uint32_t net_now_sec(const net_worker_t *w) { return w->tick; }
+uint64_t net_now_ms(net_worker_t *w) { return uv_now(&w->loop); }
 
 /* ---- lifecycle ---- */
 

@@ -132,11 +132,14 @@ static void worker__accept_cb(uv_poll_t *p, int status, int events);
 
 static void worker__reject(int fd)
 {
-    static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                               "Content-Length: 70\r\nConnection: close\r\n\r\n"
-                               "{\"error\":\"unavailable\",\"message\":\"The server is at its connection limit.\"}";
-    ssize_t n = send(fd, resp, sizeof resp - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)n;
+    static const char body[] = "{\"error\":\"unavailable\",\"message\":\"The server is at its connection limit.\"}";
+    char resp[256];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     sizeof body - 1, body);
+    ssize_t w = send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
     close(fd);
 }
 

@@ -107,6 +107,7 @@ static int config__apply(sori_config_t *c, const config_opt_t *o, const char *va
     case OPT_STR: {
         char *dup = strdup(value);
         if (!dup) return SORI_ENOMEM;
+        free(*(char **)field);
         *(char **)field = dup;
         return 0;
     }
@@ -155,6 +156,16 @@ void config_defaults(sori_config_t *c)
         int rc = config__apply(c, &config__opts[i], config__opts[i].def, err, sizeof err);
         if (rc) abort(); /* a bad default is a programming error */
     }
+}
+
+void config_free(sori_config_t *c)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (config__opts[i].type == OPT_STR) {
+            char **field = (char **)((char *)c + config__opts[i].off);
+            free(*field);
+            *field = NULL;
+        }
 }
 
 static char *config__trim(char *s)

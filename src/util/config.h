@@ -48,8 +48,10 @@ typedef struct {
 
 extern sori_config_t sori_config;
 
-/* Fills sori_config with the defaults. */
+/* Fills c with the defaults (c must be zeroed or freed with config_free). */
 void config_defaults(sori_config_t *c);
+/* Frees the option strings (at exit). */
+void config_free(sori_config_t *c);
 
 /*
  * Applies `--name value`, `--name=value` and bare boolean `--name` flags from

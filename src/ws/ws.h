@@ -41,7 +41,7 @@ struct ws_conn {
     uint64_t f_got;       /* payload bytes of f read so far */
     buf_t msg;            /* message being reassembled */
     ws_utf8_t utf8;       /* incremental check of an uncompressed text message */
-    uint32_t last_seen;   /* worker seconds of the last frame from the peer */
+    uint64_t last_seen;   /* worker ms (uv_now) of the last bytes from the peer */
     uint8_t in_frame;     /* 1 while reading f's payload */
     uint8_t msg_op;       /* opcode of the message in progress, 0 if none */
     uint8_t msg_deflated; /* RSV1 on its first frame */

@@ -94,7 +94,7 @@ static void ws__send_close(ws_conn_t *ws, unsigned code, const char *reason)
         n = 2;
         size_t rl = reason ? strlen(reason) : 0;
         if (rl > 123) rl = 123;
-        memcpy(payload + 2, reason, rl);
+        if (rl) memcpy(payload + 2, reason, rl);
         n += rl;
     }
     sbuf_t *b = ws__frame(WS_OP_CLOSE, 0, payload, n);
@@ -128,7 +128,9 @@ static void ws__slow_consumer(ws_conn_t *ws)
     conn_discard_unsent(ws->c);
     if (ws->state == WS_OPEN) ws__send_close(ws, 1008, "slow consumer");
     ws->state = WS_CLOSED;
-    conn_close(ws->c, CONN_CLOSE_AFTER_FLUSH);
+    /* Lingering: a close() with unread input would send an RST that
+     * discards the close frame the client needs to see (RFC 6455 §7.1.1). */
+    conn_close(ws->c, CONN_CLOSE_LINGER);
     conn_set_deadline(ws->c, WS_CLOSE_WAIT_SECS);
 }
 
@@ -288,7 +290,7 @@ static size_t ws__on_data(conn_t *c, char *data, size_t len)
 {
     ws_conn_t *ws = c->hdata;
     const sori_config_t *cfg = &sori_config;
-    ws->last_seen = net_now_sec(c->w);
+    ws->last_seen = net_now_ms(c->w);
     ws_parse_opts_t opts = {.allowed_rsv = ws->deflate_bits ? WS_RSV1 : 0, .require_mask = 1};
     size_t pos = 0;
     while (pos < len) {
@@ -402,8 +404,10 @@ static void ws__on_timeout(conn_t *c)
         conn_close(c, CONN_CLOSE_NOW); /* the peer never answered our close */
         return;
     }
-    uint32_t hb = ws__hb_secs(), now = net_now_sec(c->w);
-    if (now - ws->last_seen >= 2 * hb) {
+    /* Two whole intervals of silence, measured in ms: the sweep runs once a
+     * second, so the close comes between two and three intervals. */
+    uint32_t hb = ws__hb_secs();
+    if (net_now_ms(c->w) - ws->last_seen >= 2 * (uint64_t)sori_config.heartbeat_ms) {
         ws__send_close(ws, 1001, "no heartbeat");
         ws->state = WS_CLOSED;
         conn_close(c, CONN_CLOSE_AFTER_FLUSH);
@@ -463,7 +467,7 @@ ws_conn_t *ws_accept(http_req_t *r, const ws_handshake_t *hs, const ws_app_t *ap
     ws->app = app;
     ws->app_data = app_data;
     ws->deflate_bits = hs->deflate.enabled ? (uint8_t)hs->deflate.server_window_bits : 0;
-    ws->last_seen = net_now_sec(r->c->w);
+    ws->last_seen = net_now_ms(r->c->w);
     r->c->h = &ws__handler;
     r->c->hdata = ws;
     conn_set_deadline(r->c, ws__hb_secs());
