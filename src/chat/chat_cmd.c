@@ -151,13 +151,17 @@ void chat_join(chat_session_t *s, json_t *ref, const char *room, int64_t since)
     sub->joined = 1;
     sub->catching_up = 1;
     if (since >= 0) {
-        sub->last_seq = since;
+        /* A since beyond the latest seq (a client that saw messages an
+         * async-mode crash lost) counts as the latest: nothing is missed. */
+        uv_mutex_lock(&r->lock);
+        sub->last_seq = since < r->committed ? since : r->committed;
+        uv_mutex_unlock(&r->lock);
     } else if (fresh) {
         uv_mutex_lock(&r->lock);
         sub->last_seq = r->committed;
         uv_mutex_unlock(&r->lock);
     }
-    chat__catchup(sub, ref);
+    chat__catchup(sub, ref, 1);
 }
 
 void chat_leave(chat_session_t *s, json_t *ref, const char *room)
@@ -210,35 +214,36 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
     int64_t now = chat__now_ms();
     uv_mutex_lock(&u->lock);
     if (cid) {
-        chat_msg_t *prev = map_get(&u->idem, cid, strlen(cid));
+        chat_idem_t *prev = map_get(&u->idem, cid, strlen(cid));
         if (prev && prev->ts + CHAT_IDEM_MS < now) {
             map_del(&u->idem, cid, strlen(cid));
-            chat__msg_unref(prev);
+            chat__idem_free(prev);
             prev = NULL;
         }
         if (prev) {
             /* The same cid again: the first ack, and no second message. */
-            uv_mutex_lock(&prev->room->lock);
-            if (!prev->committed) {
-                chat_waiter_t *w = calloc(1, sizeof *w);
-                if (w) {
-                    w->s = chat__session_ref(s);
-                    w->ref = json_incref(ref);
-                    w->next = prev->waiters;
-                    prev->waiters = w;
+            if (prev->pending) {
+                uv_mutex_lock(&prev->room->lock);
+                if (!prev->pending->committed) {
+                    chat_waiter_t *w = calloc(1, sizeof *w);
+                    if (w) {
+                        w->s = chat__session_ref(s);
+                        w->ref = json_incref(ref);
+                        w->next = prev->pending->waiters;
+                        prev->pending->waiters = w;
+                    }
+                    uv_mutex_unlock(&prev->room->lock);
+                    uv_mutex_unlock(&u->lock);
+                    return;
                 }
                 uv_mutex_unlock(&prev->room->lock);
-                uv_mutex_unlock(&u->lock);
-                return;
             }
-            uv_mutex_unlock(&prev->room->lock);
-            chat_msg_t *m = chat__msg_ref(prev);
-            uv_mutex_unlock(&u->lock);
             char id[24];
-            snprintf(id, sizeof id, "%llu", (unsigned long long)m->id);
-            chat__reply(s, ref, json_pack("{s:s, s:s, s:s, s:I, s:I}", "type", "ack", "room", m->room->id,
-                                          "id", id, "seq", (json_int_t)m->seq, "ts", (json_int_t)m->ts));
-            chat__msg_unref(m);
+            snprintf(id, sizeof id, "%llu", (unsigned long long)prev->id);
+            json_t *ack = json_pack("{s:s, s:s, s:s, s:I, s:I}", "type", "ack", "room", prev->room->id, "id", id,
+                                    "seq", (json_int_t)prev->seq, "ts", (json_int_t)prev->ts);
+            uv_mutex_unlock(&u->lock);
+            chat__reply(s, ref, ack);
             return;
         }
     }
@@ -263,9 +268,16 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
     w->s = chat__session_ref(s);
     w->ref = json_incref(ref);
     m->waiters = w;
-    if (cid && map_put(&u->idem, cid, strlen(cid), chat__msg_ref(m)) != 0) chat__msg_unref(m);
+    if (cid) {
+        chat_idem_t *e = malloc(sizeof *e);
+        if (e) {
+            *e = (chat_idem_t){.room = r, .id = m->id, .seq = m->seq, .ts = m->ts, .pending = chat__msg_ref(m)};
+            if (map_put(&u->idem, cid, strlen(cid), e)) chat__idem_free(e);
+        }
+    }
     chat__write_msg(m);
     uv_mutex_unlock(&r->lock);
+    if (cid && ++u->idem_inserts % 1024 == 0) chat__idem_sweep(u, now);
     uv_mutex_unlock(&u->lock);
     if (chat__g.cfg.durability == STORE_ASYNC) chat__ack_now(m);
     chat__msg_unref(m);
@@ -402,9 +414,11 @@ void chat_history(chat_session_t *s, json_t *ref, const char *room, int64_t befo
     int64_t S = r->committed, first = S - (int64_t)r->ring_n + 1;
     int64_t lo, hi;
     int has_more;
-    if (after >= 0) {
+    if (after >= S) {
+        lo = 1, hi = 0, has_more = 0; /* nothing after the latest (and no overflow near 2^63) */
+    } else if (after >= 0) {
         lo = after + 1;
-        hi = after + limit < S ? after + limit : S;
+        hi = after < S - limit ? after + limit : S;
         has_more = hi < S;
     } else {
         hi = before >= 0 && before - 1 < S ? before - 1 : S;
@@ -760,7 +774,9 @@ void chat_presence(chat_session_t *s, json_t *ref, const char *const *users, siz
     json_t *list = json_array();
     for (size_t i = 0; i < n; i++) {
         if (!auth_valid_user(users[i], strlen(users[i]))) continue;
-        chat_user_t *u = chat__user_get(users[i], 0);
+        /* Watching a user never seen makes their (in-memory) record, so the
+         * event comes when they first connect. */
+        chat_user_t *u = chat__user_get(users[i], !(s->flags & CHAT_SESSION_TRANSIENT));
         int online = 0;
         int64_t last_seen = 0;
         if (u) {

@@ -525,6 +525,7 @@ typedef struct {
     chat_session_t *s;
     chat_room_t *r;
     int subscribe;
+    int64_t from_seq; /* the room's committed seq when the task was posted */
 } chat_subtask_t;
 
 static void chat__subscribe_task(net_worker_t *w, void *arg)
@@ -534,13 +535,13 @@ static void chat__subscribe_task(net_worker_t *w, void *arg)
     if (!t->s->closed) {
         chat_sub_t *sub = chat__sub_find(t->s, t->r);
         if (t->subscribe && !sub) {
-            /* A new dm room: subscribe from its start (its messages are
-             * posted after this task, the inbox being FIFO). */
+            /* Messages committed between the post and now were fanned out
+             * before we counted in nsubs: take them from the ring. */
             sub = chat__sub_add(t->s, t->r);
             if (sub) {
-                uv_mutex_lock(&t->r->lock);
-                sub->last_seq = t->r->committed;
-                uv_mutex_unlock(&t->r->lock);
+                sub->last_seq = t->from_seq;
+                sub->catching_up = 1;
+                chat__catchup(sub, NULL, 0);
             }
         } else if (!t->subscribe && sub) {
             chat__sub_remove(sub);
@@ -552,6 +553,9 @@ static void chat__subscribe_task(net_worker_t *w, void *arg)
 
 void chat__user_subscribe(chat_user_t *u, chat_room_t *r, int subscribe)
 {
+    uv_mutex_lock(&r->lock);
+    int64_t from = r->committed;
+    uv_mutex_unlock(&r->lock);
     uv_mutex_lock(&u->lock);
     for (uint32_t i = 0; i < u->nsessions; i++) {
         chat_subtask_t *t = malloc(sizeof *t);
@@ -559,6 +563,7 @@ void chat__user_subscribe(chat_user_t *u, chat_room_t *r, int subscribe)
         t->s = chat__session_ref(u->sessions[i]);
         t->r = r;
         t->subscribe = subscribe;
+        t->from_seq = from;
         if (net_worker_post(net_worker_get(t->s->worker), chat__subscribe_task, t)) {
             chat__session_unref(t->s);
             free(t);
@@ -717,6 +722,7 @@ typedef struct {
     chat_session_t *s;
     chat_room_t *room;
     json_t *ref;
+    int announce;
     int64_t after, before;
     chat_msg_t **msgs;
     int n, cap;
@@ -762,7 +768,7 @@ static void chat__cread_deliver(net_worker_t *w, void *arg)
         /* Rows missing from the store (lost in an async-mode crash) must not
          * stall the catch-up: move past the range we asked for. */
         if (c->n < CHAT_CATCHUP_PAGE && sub->last_seq < c->before - 1) sub->last_seq = c->before - 1;
-        chat__catchup(sub, c->ref);
+        chat__catchup(sub, c->ref, c->announce);
     }
     chat__cread_free(c);
 }
@@ -779,7 +785,7 @@ static void chat__cread_run(store_read_t *rd, const store_type_t *type, store_ba
     if (net_worker_post(net_worker_get(c->s->worker), chat__cread_deliver, c)) chat__cread_free(c);
 }
 
-void chat__catchup(chat_sub_t *sub, json_t *ref)
+void chat__catchup(chat_sub_t *sub, json_t *ref, int announce)
 {
     chat_room_t *r = sub->room;
     chat_session_t *s = sub->s;
@@ -797,6 +803,7 @@ void chat__catchup(chat_sub_t *sub, json_t *ref)
         c->s = chat__session_ref(s);
         c->room = r;
         c->ref = json_incref(ref);
+        c->announce = announce;
         c->after = sub->last_seq;
         c->before = first;
         c->rd.run = chat__cread_run;
@@ -829,8 +836,9 @@ void chat__catchup(chat_sub_t *sub, json_t *ref)
     if (list != stack) free(list);
     if (sub->last_seq < S) sub->last_seq = S;
     sub->catching_up = 0;
-    chat__reply(s, ref, json_pack("{s:s, s:s, s:I, s:s}", "type", "joined", "room", r->id, "seq",
-                                  (json_int_t)S, "kind", chat__kind_name(r->kind)));
+    if (announce)
+        chat__reply(s, ref, json_pack("{s:s, s:s, s:I, s:s}", "type", "joined", "room", r->id, "seq",
+                                      (json_int_t)S, "kind", chat__kind_name(r->kind)));
 }
 
 /* ---- sessions: open and close ---- */
@@ -1000,18 +1008,71 @@ static int chat__load_recent(void *arg, const store_msg_t *sm)
     return 0;
 }
 
+void chat__idem_free(chat_idem_t *e)
+{
+    if (!e) return;
+    chat__msg_unref(e->pending);
+    free(e);
+}
+
+typedef struct {
+    chat_user_t *u;
+    int64_t now;
+    char **dead;
+    size_t n, cap;
+} chat_sweep_t;
+
+static void chat__idem_check(const char *k, size_t kl, void *v, void *arg)
+{
+    chat_sweep_t *sw = arg;
+    chat_idem_t *e = v;
+    if (e->pending) {
+        uv_mutex_lock(&e->room->lock);
+        int done = e->pending->committed;
+        uv_mutex_unlock(&e->room->lock);
+        if (done) {
+            chat__msg_unref(e->pending);
+            e->pending = NULL;
+        }
+    }
+    if (e->ts + CHAT_IDEM_MS < sw->now && !e->pending) {
+        if (sw->n == sw->cap) {
+            size_t cap = sw->cap ? sw->cap * 2 : 64;
+            char **d = realloc(sw->dead, cap * sizeof *d);
+            if (!d) return;
+            sw->dead = d;
+            sw->cap = cap;
+        }
+        sw->dead[sw->n++] = strndup(k, kl);
+    }
+}
+
+void chat__idem_sweep(chat_user_t *u, int64_t now)
+{
+    chat_sweep_t sw = {.u = u, .now = now};
+    map_each(&u->idem, chat__idem_check, &sw);
+    for (size_t i = 0; i < sw.n; i++) {
+        if (sw.dead[i]) chat__idem_free(map_del(&u->idem, sw.dead[i], strlen(sw.dead[i])));
+        free(sw.dead[i]);
+    }
+    free(sw.dead);
+}
+
 static int chat__load_idem(void *arg, const store_msg_t *sm)
 {
     (void)arg;
     chat_room_t *r = chat__room_get(sm->room);
     chat_user_t *u = chat__user_get(sm->from, 1);
     if (!r || !u || !sm->cid) return 0;
-    chat_msg_t *m = chat__msg_new(r, sm->id, sm->seq, sm->ts, sm->from, "", 0, sm->cid);
-    if (!m) return SORI_ENOMEM;
-    m->committed = 1;
-    chat_msg_t *old = map_get(&u->idem, sm->cid, strlen(sm->cid));
-    map_put(&u->idem, sm->cid, strlen(sm->cid), m);
-    chat__msg_unref(old);
+    chat_idem_t *e = malloc(sizeof *e);
+    if (!e) return SORI_ENOMEM;
+    *e = (chat_idem_t){.room = r, .id = sm->id, .seq = sm->seq, .ts = sm->ts};
+    chat_idem_t *old = map_get(&u->idem, sm->cid, strlen(sm->cid));
+    if (map_put(&u->idem, sm->cid, strlen(sm->cid), e)) {
+        free(e);
+        return SORI_ENOMEM;
+    }
+    if (old != e) chat__idem_free(old);
     return 0;
 }
 
@@ -1064,7 +1125,7 @@ static void chat__free_room(const char *k, size_t kl, void *v, void *arg)
 static void chat__free_idem(const char *k, size_t kl, void *v, void *arg)
 {
     (void)k, (void)kl, (void)arg;
-    chat__msg_unref(v);
+    chat__idem_free(v);
 }
 
 static void chat__free_user(const char *k, size_t kl, void *v, void *arg)

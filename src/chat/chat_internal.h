@@ -71,8 +71,18 @@ struct chat_user {
     int64_t last_seen;
     int64_t created_at;
     map_t rooms; /* room id -> chat_room_t* we are a member of */
-    map_t idem;  /* cid -> chat_msg_t* (a reference) */
+    map_t idem;  /* cid -> chat_idem_t*, 24 h; swept every 1024 inserts */
+    uint32_t idem_inserts;
 };
+
+/* An idempotency key's first ack; the message itself only until it is
+ * committed (resends wait on it), so old texts are not kept for 24 h. */
+typedef struct {
+    chat_room_t *room;
+    uint64_t id;
+    int64_t seq, ts;
+    chat_msg_t *pending;
+} chat_idem_t;
 
 struct chat_session {
     atomic_uint refs;
@@ -170,7 +180,11 @@ void chat__user_subscribe(chat_user_t *u, chat_room_t *r, int subscribe);
 void chat__write(chat_session_t *s, json_t *ref, json_t *reply, const store_op_t *ops, size_t n);
 /* Writes one message: job embedded in m (room lock held, seq assigned). */
 void chat__write_msg(chat_msg_t *m);
-/* Runs a catch-up step for sub (worker thread). */
-void chat__catchup(chat_sub_t *sub, json_t *ref);
+void chat__idem_free(chat_idem_t *e);
+/* Drops expired keys and committed messages from u->idem (user lock held). */
+void chat__idem_sweep(chat_user_t *u, int64_t now);
+/* Delivers what sub missed (ring, else the store page by page), then
+ * replies `joined` when announce is set (worker thread). */
+void chat__catchup(chat_sub_t *sub, json_t *ref, int announce);
 
 #endif
