@@ -3,7 +3,7 @@
 #   1. build (release), cmocka unit tests
 #   2. pytest integration tests against build/sori
 #   3. the same unit and integration tests under ASan+UBSan (build/asan)
-#   4. the integration tests under ThreadSanitizer (build/tsan)
+#   4. the unit and integration tests under ThreadSanitizer (build/tsan)
 #   5. every libFuzzer target replaying its corpus (build/fuzz)
 # Environment: SORI_TEST_QUICK=1 skips 3-4; PYTEST_ARGS passes flags to pytest.
 set -uo pipefail
@@ -92,7 +92,9 @@ if [ "${SORI_TEST_QUICK:-0}" != 1 ]; then
     ASAN_OPTIONS=detect_leaks=1 unit build/asan "unit (asan+ubsan)"
     integration build/asan/sori "integration (asan+ubsan)"
   fi
-  if build tsan all; then
+  if build tsan all unit; then
+    note "unit (tsan)"
+    unit build/tsan "unit (tsan)"
     integration build/tsan/sori "integration (tsan)"
   fi
 fi

@@ -8,6 +8,7 @@
  * Exit codes: 0 ok, 1 runtime failure, 2 bad usage (flag, config value).
  */
 #include "auth/auth.h"
+#include "bench/bench.h"
 #include "http/http_server.h"
 #include "chat/chat.h"
 #include "http/http_static.h"
@@ -44,6 +45,7 @@ static void usage(FILE *out)
             "  sori serve [flags]      run a chat node\n"
             "  sori token --user NAME [--ttl 24h] [--data-dir D | --secret S]\n"
             "                          mint a token with the server's secret\n"
+            "  sori bench [flags]      load-test a running server (sori bench --help)\n"
             "  sori version            print the version\n"
             "  sori help               this text\n\n"
             "flags of `sori serve` (also `name = value` lines in a --config file):\n",
@@ -209,6 +211,7 @@ static int cmd_serve(int argc, char **argv)
         .ring = sori_config.room_ring,
         .max_text = (size_t)sori_config.max_text,
         .max_rooms_per_conn = sori_config.max_rooms_per_conn,
+        .catchup_budget = (uint64_t)sori_config.out_limit / 4,
         .node_id = sori_config.node_id,
         .workers = workers,
     };
@@ -335,6 +338,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
     if (!strcmp(cmd, "token")) return cmd_token(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench")) return bench_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("sori %s\n", SORI_VERSION);
         return 0;

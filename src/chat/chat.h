@@ -30,6 +30,11 @@ typedef struct chat_sink {
     void (*send)(chat_session_t *s, json_t *ref, json_t *obj);
     /* An error reply: code from PROTOCOL.md §4, a sentence for a person. */
     void (*error)(chat_session_t *s, json_t *ref, const char *code, const char *message);
+    /* Optional flow control for backlogs (catch-up): bytes queued and not
+     * yet written, and a request to call chat_session_drained once they
+     * are. Without them a backlog is sent at once. */
+    uint64_t (*unsent)(chat_session_t *s);
+    void (*notify_drain)(chat_session_t *s);
 } chat_sink_t;
 
 typedef struct {
@@ -38,6 +43,7 @@ typedef struct {
     int ring;            /* recent messages kept per room */
     size_t max_text;     /* bytes of a message text */
     int max_rooms_per_conn;
+    uint64_t catchup_budget; /* bytes of backlog queued per connection before pausing */
     int node_id;
     int workers;
 } chat_config_t;
@@ -63,6 +69,9 @@ chat_session_t *chat_session_open(const char *user, int worker, int flags, const
 /* Ends the session: leaves every room it joined, updates presence. The
  * sink is never called again. Call on the session's worker. */
 void chat_session_close(chat_session_t *s);
+/* The session's output drained (after sink->notify_drain): paused
+ * catch-ups continue. May call the sink. */
+void chat_session_drained(chat_session_t *s);
 void *chat_session_data(const chat_session_t *s);
 const char *chat_session_user(const chat_session_t *s);
 

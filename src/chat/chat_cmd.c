@@ -228,7 +228,7 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
                     chat_waiter_t *w = calloc(1, sizeof *w);
                     if (w) {
                         w->s = chat__session_ref(s);
-                        w->ref = json_incref(ref);
+                        w->ref = chat__ref_hold(ref);
                         w->next = prev->pending->waiters;
                         prev->pending->waiters = w;
                     }
@@ -266,7 +266,7 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
     }
     r->seq++;
     w->s = chat__session_ref(s);
-    w->ref = json_incref(ref);
+    w->ref = chat__ref_hold(ref);
     m->waiters = w;
     if (cid) {
         chat_idem_t *e = malloc(sizeof *e);
@@ -331,7 +331,7 @@ void chat_dm(chat_session_t *s, json_t *ref, const char *to, const char *text, s
         return;
     }
     chat_user_t *peer = chat__user_get(to, 0);
-    if (!peer) {
+    if (!peer || !peer->known) {
         chat__error(s, ref, "not_found", "There is no such user.");
         return;
     }
@@ -396,9 +396,12 @@ static void chat__hread_run(store_read_t *rd, const store_type_t *type, store_ba
     if (!b || type->range(b, &h->q, chat__hread_row, h) < 0) h->failed = 1; /* !b: closing */
     if (h->failed)
         chat__error(h->s, h->ref, "unavailable", "History is not available right now; try again.");
-    else
+    else {
+        /* the list is handed over to the worker ("o" steals it) */
         chat__reply(h->s, h->ref, json_pack("{s:s, s:s, s:o, s:b}", "type", "history", "room", h->room->id,
-                                            "messages", json_incref(h->msgs), "has_more", h->has_more));
+                                            "messages", h->msgs, "has_more", h->has_more));
+        h->msgs = NULL;
+    }
     json_decref(h->msgs);
     json_decref(h->ref);
     chat__session_unref(h->s);
@@ -449,7 +452,7 @@ void chat_history(chat_session_t *s, json_t *ref, const char *room, int64_t befo
         return;
     }
     h->s = chat__session_ref(s);
-    h->ref = json_incref(ref);
+    h->ref = chat__ref_hold(ref);
     h->room = r;
     h->q = (store_range_t){.room = r->id, .after = lo - 1, .before = hi + 1, .limit = limit, .newest_first = 1};
     h->msgs = json_array();
@@ -572,7 +575,10 @@ static chat_user_t *chat__target_user(chat_session_t *s, json_t *ref, const char
         return NULL;
     }
     chat_user_t *u = chat__user_get(user, 0);
-    if (!u) chat__error(s, ref, "not_found", "There is no such user.");
+    if (!u || !u->known) {
+        chat__error(s, ref, "not_found", "There is no such user.");
+        return NULL;
+    }
     return u;
 }
 

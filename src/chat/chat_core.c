@@ -259,8 +259,8 @@ void chat_msg_cache_register(int slot, void (*destroy)(void *value)) { chat__cac
 
 void chat__ring_push(chat_room_t *r, chat_msg_t *m)
 {
-    uint32_t max = (uint32_t)chat__g.cfg.ring;
-    if (max == 0) return;
+    /* At least the newest message is kept (rooms' last_message). */
+    uint32_t max = chat__g.cfg.ring > 0 ? (uint32_t)chat__g.cfg.ring : 1;
     if (r->ring_n == r->ring_cap && r->ring_cap < max) {
         uint32_t cap = r->ring_cap ? r->ring_cap * 2 : 8;
         if (cap > max) cap = max;
@@ -342,7 +342,7 @@ static void chat__post_reply(chat_session_t *s, json_t *ref, json_t *obj, const 
         return;
     }
     p->s = chat__session_ref(s);
-    p->ref = json_incref(ref);
+    p->ref = chat__ref_hold(ref);
     p->obj = obj;
     p->code = code;
     if (msg) snprintf(p->message, sizeof p->message, "%s", msg);
@@ -424,6 +424,7 @@ void chat__sub_remove(chat_sub_t *sub)
         list->cap = 0;
     }
     atomic_fetch_sub(&r->nsubs[s->worker], 1);
+    json_decref(sub->ref);
     for (uint32_t i = 0; i < s->nsubs; i++)
         if (s->subs[i] == sub) {
             s->subs[i] = s->subs[--s->nsubs];
@@ -619,7 +620,7 @@ void chat__write(chat_session_t *s, json_t *ref, json_t *reply, const store_op_t
             chat__reply(s, ref, reply);
         } else {
             j->s = chat__session_ref(s);
-            j->ref = json_incref(ref);
+            j->ref = chat__ref_hold(ref);
             j->reply = reply;
         }
     } else {
@@ -717,6 +718,38 @@ void chat__ack_now(chat_msg_t *m)
 
 /* ---- catch-up ---- */
 
+/* A backlog is queued only up to the budget; then the catch-up pauses until
+ * the connection's output drains (chat_session_drained). */
+static int chat__over_budget(chat_session_t *s)
+{
+    return s->sink->unsent && s->sink->notify_drain && chat__g.cfg.catchup_budget &&
+           s->sink->unsent(s) > chat__g.cfg.catchup_budget;
+}
+
+static void chat__pause(chat_sub_t *sub, json_t *ref, int announce)
+{
+    sub->paused = 1;
+    sub->announce = (uint8_t)announce;
+    if (sub->ref != ref) {
+        json_decref(sub->ref);
+        sub->ref = chat__ref_hold(ref);
+    }
+    sub->s->sink->notify_drain(sub->s);
+}
+
+void chat_session_drained(chat_session_t *s)
+{
+    for (uint32_t i = 0; i < s->nsubs && !s->closed; i++) {
+        chat_sub_t *sub = s->subs[i];
+        if (!sub->paused) continue;
+        sub->paused = 0;
+        json_t *ref = sub->ref;
+        sub->ref = NULL;
+        chat__catchup(sub, ref, sub->announce);
+        json_decref(ref);
+    }
+}
+
 typedef struct {
     store_read_t rd;
     chat_session_t *s;
@@ -762,6 +795,11 @@ static void chat__cread_deliver(net_worker_t *w, void *arg)
     if (sub && sub->catching_up) {
         for (int i = 0; i < c->n; i++) {
             if (c->msgs[i]->seq <= sub->last_seq) continue;
+            if (chat__over_budget(c->s)) {
+                chat__pause(sub, c->ref, c->announce); /* the rest is read again later */
+                chat__cread_free(c);
+                return;
+            }
             sub->last_seq = c->msgs[i]->seq;
             c->s->sink->message(c->s, c->msgs[i]);
         }
@@ -789,6 +827,7 @@ void chat__catchup(chat_sub_t *sub, json_t *ref, int announce)
 {
     chat_room_t *r = sub->room;
     chat_session_t *s = sub->s;
+    sub->paused = 0;
     uv_mutex_lock(&r->lock);
     int64_t S = r->committed;
     int64_t first = S - (int64_t)r->ring_n + 1;
@@ -802,7 +841,7 @@ void chat__catchup(chat_sub_t *sub, json_t *ref, int announce)
         }
         c->s = chat__session_ref(s);
         c->room = r;
-        c->ref = json_incref(ref);
+        c->ref = chat__ref_hold(ref);
         c->announce = announce;
         c->after = sub->last_seq;
         c->before = first;
@@ -826,14 +865,23 @@ void chat__catchup(chat_sub_t *sub, json_t *ref, int announce)
         }
     }
     uv_mutex_unlock(&r->lock);
+    int paused = 0;
     for (int i = 0; i < n; i++) {
-        if (list[i]->seq > sub->last_seq) {
-            sub->last_seq = list[i]->seq;
-            if (!s->closed) s->sink->message(s, list[i]);
+        if (!paused && list[i]->seq > sub->last_seq) {
+            if (chat__over_budget(s)) {
+                paused = 1;
+            } else {
+                sub->last_seq = list[i]->seq;
+                if (!s->closed) s->sink->message(s, list[i]);
+            }
         }
         chat__msg_unref(list[i]);
     }
     if (list != stack) free(list);
+    if (paused) {
+        chat__pause(sub, ref, announce);
+        return;
+    }
     if (sub->last_seq < S) sub->last_seq = S;
     sub->catching_up = 0;
     if (announce)
@@ -885,6 +933,7 @@ chat_session_t *chat_session_open(const char *user, int worker, int flags, const
     chat_session_t *s = u ? calloc(1, sizeof *s) : NULL;
     if (!s) return NULL;
     atomic_init(&s->refs, 1);
+    u->known = 1; /* a benign race: only ever set to 1 */
     s->user = u;
     s->worker = worker;
     s->flags = flags;
@@ -959,6 +1008,7 @@ static int chat__load_user(void *arg, const store_user_t *su)
     (void)arg;
     chat_user_t *u = chat__user_get(su->name, 1);
     if (!u) return SORI_ENOMEM;
+    u->known = 1;
     u->created_at = su->created_at;
     u->last_seen = su->last_seen;
     return 0;
@@ -985,6 +1035,7 @@ static int chat__load_member(void *arg, const store_member_t *sm)
     chat_room_t *r = chat__room_get(sm->room);
     chat_user_t *u = chat__user_get(sm->user, 1);
     if (!r || !u) return 0;
+    u->known = 1;
     chat_member_t *m = calloc(1, sizeof *m);
     if (!m) return SORI_ENOMEM;
     m->role = sm->role[0] == 'o' ? 'o' : sm->role[0] == 'a' ? 'a' : 'm';
@@ -1088,7 +1139,7 @@ int chat_init(const chat_config_t *cfg, const store_type_t *type, const char *ur
     if (!chat__g.store) return SORI_EIO;
     store_load_cb_t cb = {.user = chat__load_user, .room = chat__load_room, .member = chat__load_member,
                           .recent = chat__load_recent, .idem = chat__load_idem};
-    int rc = store_load(chat__g.store, cfg->ring, chat__now_ms() - CHAT_IDEM_MS, &cb);
+    int rc = store_load(chat__g.store, cfg->ring > 0 ? cfg->ring : 1, chat__now_ms() - CHAT_IDEM_MS, &cb);
     if (rc) {
         snprintf(err, errlen, "cannot load the store: %s", sori_strerror(rc));
         return rc;

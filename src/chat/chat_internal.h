@@ -8,6 +8,8 @@
  * Rooms and users are never freed while the node runs, so pointers to them
  * (and to their id and name strings) stay valid; store ops borrow them.
  * Per-worker subscriber lists (room->subs[w]) are touched only by worker w.
+ * JSON values are never shared between threads: a ref kept for a later
+ * reply is a deep copy, a reply built on another thread is handed over.
  */
 #ifndef SORI_CHAT_INTERNAL_H
 #define SORI_CHAT_INTERNAL_H
@@ -19,7 +21,7 @@
 #include "net/net.h"
 #include "util/map.h"
 
-#define CHAT_ROOM_MAX 72  /* "dm:" + 32 + ":" + 32, and 64 for other rooms */
+#define CHAT_ROOM_MAX 72  /* "dm:" + 32 + ":" + 32 = 68 (rounded up), and 64 for other rooms */
 #define CHAT_USER_MAX 32
 #define CHAT_IDEM_MS (24LL * 3600 * 1000)
 
@@ -34,6 +36,9 @@ typedef struct chat_sub {
     uint32_t idx;      /* position in room->subs[w] */
     uint8_t catching_up;
     uint8_t joined;    /* by `join` (else only by being in a dm room) */
+    uint8_t paused;    /* catch-up waits for the connection's output to drain */
+    uint8_t announce;  /* reply `joined` when the catch-up ends */
+    json_t *ref;       /* the join's ref while paused */
 } chat_sub_t;
 
 typedef struct {
@@ -70,6 +75,7 @@ struct chat_user {
     uint32_t nwatchers, capwatchers;
     int64_t last_seen;
     int64_t created_at;
+    uint8_t known; /* has connected or is stored; else only watched by presence */
     map_t rooms; /* room id -> chat_room_t* we are a member of */
     map_t idem;  /* cid -> chat_idem_t*, 24 h; swept every 1024 inserts */
     uint32_t idem_inserts;
@@ -156,6 +162,10 @@ void chat__msg_unref(chat_msg_t *m);
 /* {room, id, seq, from, text, ts, cid?} without "type" (new reference). */
 json_t *chat__msg_obj(const chat_msg_t *m);
 void chat__ring_push(chat_room_t *r, chat_msg_t *m); /* room lock held */
+
+/* A private copy of a command's ref, to keep past the command: jansson's
+ * refcounts are not safe to share between threads, so a json_t never is. */
+static inline json_t *chat__ref_hold(json_t *ref) { return ref ? json_deep_copy(ref) : NULL; }
 
 chat_session_t *chat__session_ref(chat_session_t *s);
 void chat__session_unref(chat_session_t *s);

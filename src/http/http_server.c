@@ -8,7 +8,10 @@
  * on_data returns. Pipelined requests are answered in order. Limits: head
  * over http-max-header -> 431, body over http-max-body -> 413, malformed ->
  * 400, Transfer-Encoding on a request -> 411 (send Content-Length), a head
- * not complete within handshake-timeout -> 408. Every error closes the
+ * not complete within handshake-timeout -> 408 (deadlines are rounded up
+ * and get one more second: the wheel's clock may be up to a second old,
+ * and a client is always allowed at least the configured time). Every
+ * error closes the
  * connection with a lingering close so the client reads the answer.
  */
 #include "http/http_server.h"
@@ -223,7 +226,7 @@ static size_t http__on_data(conn_t *c, char *data, size_t len)
     if (!(http__flags(c) & HTTP__IN_REQUEST)) {
         /* A new request starts: it has handshake-timeout to arrive. */
         http__set_flags(c, HTTP__IN_REQUEST);
-        conn_set_deadline(c, (uint32_t)(cfg->handshake_timeout_ms + 999) / 1000);
+        conn_set_deadline(c, (uint32_t)(cfg->handshake_timeout_ms + 999) / 1000 + 1);
     }
     http_request_t req;
     int n = http_request_parse(data, len, &req);
@@ -299,7 +302,7 @@ static size_t http__on_data(conn_t *c, char *data, size_t len)
     http__set_flags(c, 0);
     http__route(&r);
     if (c->h == &http__handler && !(c->flags & CONN_CLOSING))
-        conn_set_deadline(c, (uint32_t)(cfg->http_idle_timeout_ms + 999) / 1000);
+        conn_set_deadline(c, (uint32_t)(cfg->http_idle_timeout_ms + 999) / 1000 + 1);
     return (size_t)n + (size_t)body_len;
 }
 
@@ -329,5 +332,5 @@ void http_accept(conn_t *c)
 {
     c->h = &http__handler;
     c->hdata = NULL;
-    conn_set_deadline(c, (uint32_t)(sori_config.handshake_timeout_ms + 999) / 1000);
+    conn_set_deadline(c, (uint32_t)(sori_config.handshake_timeout_ms + 999) / 1000 + 1);
 }

@@ -54,6 +54,8 @@ typedef struct conn_handler {
     void (*on_eof)(conn_t *c);
     /* Last call: free the handler's state. No more output is possible. */
     void (*on_free)(conn_t *c);
+    /* Optional: the output queue emptied after conn_notify_drain. */
+    void (*on_drain)(conn_t *c);
 } conn_handler_t;
 
 typedef struct {
@@ -69,6 +71,7 @@ enum {
     CONN_FREED = 1u << 4,       /* uv_close issued */
     CONN_READ_PAUSED = 1u << 5, /* a handler asked to stop reading */
     CONN_SHUT_WR = 1u << 6,     /* FIN sent */
+    CONN_WANT_DRAIN = 1u << 7,  /* call on_drain when the queue empties */
 };
 
 struct conn {
@@ -122,6 +125,10 @@ void conn_close(conn_t *c, int mode);
 
 /* Calls on_timeout when the worker clock reaches now + secs (0 clears). */
 void conn_set_deadline(conn_t *c, uint32_t secs);
+
+/* Asks for one on_drain call once everything queued has been written (from
+ * the worker's flush hook, never from inside this call). */
+void conn_notify_drain(conn_t *c);
 
 /* Stops / resumes reading (e.g. while a request is handled elsewhere). */
 void conn_pause_read(conn_t *c);

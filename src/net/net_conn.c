@@ -214,6 +214,13 @@ void conn_close(conn_t *c, int mode)
     net__add_flush(c);
 }
 
+void conn_notify_drain(conn_t *c)
+{
+    if (c->flags & (CONN_FREED | CONN_CLOSING)) return;
+    c->flags |= CONN_WANT_DRAIN;
+    net__add_flush(c); /* an already empty queue reports at the next turn */
+}
+
 void conn_pause_read(conn_t *c)
 {
     c->flags |= CONN_READ_PAUSED;
@@ -460,6 +467,11 @@ void net__conn_service(conn_t *c)
         } else if (!(c->flags & CONN_LINGER)) {
             conn__free(c);
         }
+    }
+    if (r == 1 && (c->flags & CONN_WANT_DRAIN) && !(c->flags & CONN_CLOSING)) {
+        c->flags &= ~CONN_WANT_DRAIN;
+        if (c->h && c->h->on_drain) c->h->on_drain(c);
+        if (c->flags & CONN_FREED) return;
     }
     if (c->outq_len == 0 && c->outq_cap > 16) {
         free(c->outq);

@@ -88,10 +88,22 @@ static void json__sink_error(chat_session_t *cs, json_t *ref, const char *code, 
     json__error(js->ws, ref, code, message);
 }
 
+static uint64_t json__sink_unsent(chat_session_t *cs)
+{
+    return ws_unsent(((json_session_t *)chat_session_data(cs))->ws);
+}
+
+static void json__sink_notify_drain(chat_session_t *cs)
+{
+    ws_notify_drain(((json_session_t *)chat_session_data(cs))->ws);
+}
+
 static const chat_sink_t json__sink = {
     .message = json__sink_message,
     .send = json__sink_send,
     .error = json__sink_error,
+    .unsent = json__sink_unsent,
+    .notify_drain = json__sink_notify_drain,
 };
 
 /* ---- decoding commands ---- */
@@ -260,7 +272,9 @@ static void json__on_message(ws_conn_t *ws, int opcode, char *data, size_t len)
     json_error_t jerr;
     json_t *cmd = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!cmd || !json_is_object(cmd)) {
-        json__error(ws, NULL, "bad_request", cmd ? "A command is a JSON object." : "The frame is not valid JSON.");
+        char msg[200];
+        snprintf(msg, sizeof msg, "The frame is not valid JSON (%s).", jerr.text);
+        json__error(ws, NULL, "bad_request", cmd ? "A command is a JSON object." : msg);
         json_decref(cmd);
         return;
     }
@@ -276,10 +290,17 @@ static void json__on_close(ws_conn_t *ws)
     ws->app_data = NULL;
 }
 
+static void json__on_drain(ws_conn_t *ws)
+{
+    json_session_t *js = ws->app_data;
+    if (js->chat) chat_session_drained(js->chat);
+}
+
 static const ws_app_t json__app = {
     .name = "json",
     .on_message = json__on_message,
     .on_close = json__on_close,
+    .on_drain = json__on_drain,
 };
 
 static const char *const proto__subprotocols[] = {"sori.v1", NULL};

@@ -18,7 +18,9 @@
  * committed seqs being gapless. A batch that can never commit (a caller bug
  * such as a duplicate (room, seq)) therefore stalls the writer, loudly.
  *
- * The reader runs store_read_t jobs FIFO with its connection. store_load uses
+ * The reader runs store_read_t jobs FIFO with its connection, each only once
+ * every write queued before it has been committed (read-your-writes; an
+ * async writer is asked to flush at once when a read waits). store_load uses
  * a third, temporary connection on the caller's thread.
  *
  * Locking: one mutex guards both queues and the closing flags; callers hold
@@ -65,6 +67,9 @@ struct store {
     store_read_t *rlate_head, *rlate_tail;
     int closing;
     int w_exited, r_exited;
+    uint64_t w_queued;    /* jobs accepted by store_write */
+    uint64_t w_committed; /* jobs whose batch committed */
+    int flush_now;        /* a read waits: async writer, do not wait */
 
     pthread_t writer, reader;
     int w_started, r_started;
@@ -168,10 +173,16 @@ static void store__commit(store_t *s, store_job_t *batch, size_t nops)
     atomic_fetch_add_explicit(&s->n_batches, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->n_ops, nops, memory_order_relaxed);
     /* done may free the job: read next first. */
+    uint64_t njobs = 0;
     for (store_job_t *j = batch, *next; j; j = next) {
         next = j->next;
         j->done(j, 0);
+        njobs++;
     }
+    pthread_mutex_lock(&s->mu);
+    s->w_committed += njobs;
+    pthread_cond_broadcast(&s->rcond); /* a read may wait for these */
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void store__timedwait(pthread_cond_t *c, pthread_mutex_t *mu, int64_t due_ns)
@@ -202,7 +213,7 @@ static void *store__writer(void *arg)
             pthread_cond_wait(&s->wcond, &s->mu);
             continue;
         }
-        if (s->mode == STORE_ASYNC && !s->closing && s->wq_nops < STORE__BATCH_OPS) {
+        if (s->mode == STORE_ASYNC && !s->closing && !s->flush_now && s->wq_nops < STORE__BATCH_OPS) {
             int64_t due = s->wq_oldest_ns + (int64_t)s->flush_ms * 1000000;
             if (store__now_ns() < due) {
                 store__timedwait(&s->wcond, &s->mu, due);
@@ -211,6 +222,7 @@ static void *store__writer(void *arg)
         }
         size_t nops;
         store_job_t *batch = store__take(s, &nops);
+        if (!s->wq_head) s->flush_now = 0;
         pthread_mutex_unlock(&s->mu);
         store__commit(s, batch, nops);
         pthread_mutex_lock(&s->mu);
@@ -244,6 +256,7 @@ void store_write(store_t *s, store_job_t *job)
     else s->wq_head = job;
     s->wq_tail = job;
     s->wq_nops += job->nops;
+    s->w_queued++;
     int wake;
     if (s->mode == STORE_ASYNC) {
         if (was_empty) s->wq_oldest_ns = store__now_ns();
@@ -265,6 +278,13 @@ static void *store__reader(void *arg)
     for (;;) {
         store_read_t *rd = s->rq_head;
         store_backend_t *b = s->rb;
+        if (rd && rd->barrier > s->w_committed && !s->closing) {
+            /* Read-your-writes: wait for the writes queued before it. */
+            s->flush_now = 1;
+            pthread_cond_signal(&s->wcond);
+            pthread_cond_wait(&s->rcond, &s->mu);
+            continue;
+        }
         if (rd) {
             s->rq_head = rd->next;
             if (!s->rq_head) s->rq_tail = NULL;
@@ -298,6 +318,7 @@ void store_read(store_t *s, store_read_t *rd)
         rd->run(rd, s->type, NULL);
         return;
     }
+    rd->barrier = s->w_queued;
     store_read_t **head = s->closing ? &s->rlate_head : &s->rq_head;
     store_read_t **tail = s->closing ? &s->rlate_tail : &s->rq_tail;
     int was_empty = !s->rq_head && !s->rlate_head;

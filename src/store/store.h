@@ -142,6 +142,7 @@ typedef struct store_job {
  * connection and does its queries with the backend functions directly. */
 typedef struct store_read {
     struct store_read *next;
+    uint64_t barrier; /* (store.c) writes queued before this read */
     void (*run)(struct store_read *rd, const store_type_t *type, store_backend_t *b);
     void *arg;
 } store_read_t;
@@ -155,7 +156,10 @@ store_t *store_open(const store_type_t *type, const char *url, int mode, int flu
 int store_load(store_t *s, int recent, int64_t idem_since_ms, const store_load_cb_t *cb);
 /* Queues a write job. Thread-safe; never calls back on the caller's thread. */
 void store_write(store_t *s, store_job_t *job);
-/* Queues a read job. Thread-safe; never calls back on the caller's thread. */
+/* Queues a read job. It runs after every write queued before it is
+ * committed (read-your-writes: with async durability the reader asks the
+ * writer to flush early rather than read stale rows). Thread-safe; never
+ * calls back on the caller's thread. */
 void store_read(store_t *s, store_read_t *rd);
 /* Applies every queued write, stops the threads, closes the backend. */
 void store_close(store_t *s);

@@ -59,7 +59,7 @@ static const config_opt_t config__opts[] = {
     {"flush-ms", OPT_INT, O(flush_ms), 1, 1000, "1000", "async durability: the longest a message waits to be written (the crash loss window)"},
     {"max-text", OPT_SIZE, O(max_text), 1, 1 << 20, "16k", "bytes of one message text (over: too_large)"},
     {"max-rooms-per-conn", OPT_INT, O(max_rooms_per_conn), 1, 100000, "100", "rooms one connection may join"},
-    {"room-ring", OPT_INT, O(room_ring), 0, 100000, "512", "recent messages kept in memory per room for catch-up and history"},
+    {"room-ring", OPT_INT, O(room_ring), 0, 100000, "512", "recent messages kept in memory per room for catch-up and history (at least 1 is kept)"},
     {"rate", OPT_INT, O(rate), 1, 1000000, "100", "commands per second per connection (token bucket; over: rate_limited)"},
     {"burst", OPT_INT, O(burst), 1, 1000000, "200", "command burst per connection above --rate"},
 };

@@ -29,6 +29,8 @@ typedef struct ws_app {
     void (*on_close)(ws_conn_t *ws);
     /* Optional: the server is draining; default closes with 1001. */
     void (*on_shutdown)(ws_conn_t *ws);
+    /* Optional: everything queued was written, after ws_notify_drain. */
+    void (*on_drain)(ws_conn_t *ws);
 } ws_app_t;
 
 enum { WS_OPEN = 0, WS_CLOSE_SENT = 1, WS_CLOSED = 2 };
@@ -96,6 +98,11 @@ ws_shared_t *ws_shared_ref(ws_shared_t *s);
 void ws_shared_unref(ws_shared_t *s);
 /* Queues the right variant of s on ws; as ws_send. */
 int ws_send_shared(ws_conn_t *ws, ws_shared_t *s);
+
+/* Bytes queued on the connection and not yet written. */
+uint64_t ws_unsent(const ws_conn_t *ws);
+/* Asks for one app->on_drain call when the output queue is empty. */
+void ws_notify_drain(ws_conn_t *ws);
 
 /* Starts the closing handshake with code and reason (≤ 123 bytes). */
 void ws_close(ws_conn_t *ws, unsigned code, const char *reason);

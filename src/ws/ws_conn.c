@@ -429,6 +429,15 @@ static void ws__on_shutdown(conn_t *c)
 
 static void ws__on_eof(conn_t *c) { conn_close(c, CONN_CLOSE_NOW); }
 
+static void ws__on_drain(conn_t *c)
+{
+    ws_conn_t *ws = c->hdata;
+    if (ws->state == WS_OPEN && ws->app->on_drain) ws->app->on_drain(ws);
+}
+
+uint64_t ws_unsent(const ws_conn_t *ws) { return ws->c->out_bytes; }
+void ws_notify_drain(ws_conn_t *ws) { conn_notify_drain(ws->c); }
+
 static void ws__on_free(conn_t *c)
 {
     ws_conn_t *ws = c->hdata;
@@ -444,6 +453,7 @@ static const conn_handler_t ws__handler = {
     .on_shutdown = ws__on_shutdown,
     .on_eof = ws__on_eof,
     .on_free = ws__on_free,
+    .on_drain = ws__on_drain,
 };
 
 ws_conn_t *ws_accept(http_req_t *r, const ws_handshake_t *hs, const ws_app_t *app, void *app_data)

@@ -2,11 +2,12 @@
 §2-§4) for the chat integration tests, on python3-websockets 10.4.
 
     c = await connect(server, "alice")             # guest mode (?user=), waits for hello
-    c = await connect(server, "alice", token=tok)  # Authorization: Bearer
+    c = await connect(server, token=tok)           # Authorization: Bearer
     r = await c.rpc({"type": "join", "room": "lobby"})   # the reply with our ref
     m = await c.next_event("message")              # buffered or incoming, by type
     await c.no_event("typing", 0.5)                # asserts nothing of that type came
     await c.close()
+    run(coro)                                      # asyncio.run with a bound; closes every client
 
 A background task reads every frame into a buffer. rpc() gives each command a
 unique ref and returns the frame carrying that ref (a reply or an error);
@@ -24,8 +25,18 @@ import websockets
 from conftest import SLOW
 
 T = 5 * SLOW  # default bound for one answer
+QUIET = 0.4 * SLOW  # how long no_event() callers wait to be sure nothing comes
 
 _refs = itertools.count(1)
+_names = itertools.count(1)
+
+
+def uniq(base):
+    """A user or room name no other test of this run uses."""
+    return "%s%d" % (base, next(_names))
+
+
+_open = []  # clients of the running run(), closed when it ends
 
 
 class ConnectionClosed(Exception):
@@ -44,6 +55,7 @@ class Client:
         self.closed = False
         self._cond = asyncio.Condition()
         self._reader = asyncio.ensure_future(self._read())
+        _open.append(self)
 
     async def _read(self):
         try:
@@ -157,6 +169,8 @@ class Client:
         return self.close_code, self.close_reason
 
     async def close(self):
+        if self in _open:
+            _open.remove(self)
         try:
             await asyncio.wait_for(self.ws.close(), T)
         except Exception:
@@ -171,11 +185,11 @@ class Client:
 async def connect(server, user=None, token=None, query_token=None, headers=None,
                   timeout=T, **kw):
     """Opens /ws on server as a guest (?user=user), with a Bearer token
-    (token=) or with ?token= (query_token=), waits for `hello` and returns a
-    Client. Raises websockets.InvalidStatusCode when the handshake is
+    (token=) and/or with ?token= (query_token=), waits for `hello` and
+    returns a Client. Raises websockets.InvalidStatusCode when the handshake is
     refused."""
     q = []
-    if user is not None and token is None and query_token is None:
+    if user is not None:
         q.append("user=" + user)
     if query_token is not None:
         q.append("token=" + query_token)
@@ -186,6 +200,7 @@ async def connect(server, user=None, token=None, query_token=None, headers=None,
     kw.setdefault("ping_interval", None)
     kw.setdefault("max_size", None)
     kw.setdefault("compression", None)
+    kw.setdefault("close_timeout", 1 * SLOW)
     ws = await asyncio.wait_for(websockets.connect(url, extra_headers=hdrs, open_timeout=timeout, **kw),
                                 timeout)
     try:
@@ -198,5 +213,12 @@ async def connect(server, user=None, token=None, query_token=None, headers=None,
 
 
 def run(coro, timeout=10 * SLOW):
-    """Runs one test coroutine with an overall bound."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    """Runs one test coroutine with an overall bound; every client it opened
+    is closed at the end, also when it failed."""
+    async def main():
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        finally:
+            while _open:
+                await _open.pop().close()
+    return asyncio.run(main())

@@ -980,9 +980,9 @@ def test_heartbeat_ping_arrives(hb):
     try:
         ws.recv_json()
         t0 = time.monotonic()
-        f = ws.recv_frame(2.5 * SLOW)
+        f = ws.recv_frame(3 * SLOW)
         assert f.opcode == OP_PING
-        assert time.monotonic() - t0 <= 1.5 * SLOW
+        assert time.monotonic() - t0 <= 2.1 * SLOW  # the sweep is once a second
     finally:
         ws.close()
 
