@@ -18,6 +18,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.out_limit, 4 << 20);
     assert_int_equal(c.http_max_header, 16 << 10);
     assert_int_equal(c.heartbeat_ms, 25000);
+    config_free(&c);
 }
 
 static void test_flags_forms(void **state)
@@ -35,6 +36,7 @@ static void test_flags_forms(void **state)
     assert_int_equal(c.out_limit, 64 << 10);
     assert_int_equal(c.ws_deflate, 0);
     assert_string_equal(c.log_level, "debug");
+    config_free(&c);
 }
 
 static void test_bad_values_name_the_flag(void **state)
@@ -59,6 +61,7 @@ static void test_bad_values_name_the_flag(void **state)
     assert_int_equal(config_parse_args(&c, 1, a6, err, sizeof err), SORI_EINVAL);
     char *a7[] = {"stray"};
     assert_int_equal(config_parse_args(&c, 1, a7, err, sizeof err), SORI_EINVAL);
+    config_free(&c);
 }
 
 static void test_file_then_flags(void **state)
@@ -78,6 +81,7 @@ static void test_file_then_flags(void **state)
     assert_int_equal(c.port, 7001); /* the flag wins */
     assert_int_equal(c.allow_guests, 1);
     assert_int_equal(c.workers, 2);
+    config_free(&c);
 
     fd = open(path, O_WRONLY | O_TRUNC);
     const char bad[] = "port = 1\nfoo = 2\n";
@@ -87,6 +91,7 @@ static void test_file_then_flags(void **state)
     assert_int_equal(config_load_file(&c, path, err, sizeof err), SORI_EINVAL);
     assert_non_null(strstr(err, ":2:"));
     assert_non_null(strstr(err, "foo"));
+    config_free(&c);
     unlink(path);
 }
 

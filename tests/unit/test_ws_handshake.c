@@ -24,6 +24,7 @@ static int check(const char *raw, ws_handshake_t *hs)
 static void test_rfc_example_accept(void **state)
 {
     (void)state;
+    config_free(&sori_config);
     config_defaults(&sori_config);
     ws_handshake_t hs;
     assert_int_equal(check(BASE KEY V13 "\r\n", &hs), 0);
@@ -36,6 +37,7 @@ static void test_rfc_example_accept(void **state)
 static void test_rejections(void **state)
 {
     (void)state;
+    config_free(&sori_config);
     config_defaults(&sori_config);
     ws_handshake_t hs;
     /* §4.2.1 item 6: version 13 only -> 426 */
@@ -55,6 +57,7 @@ static void test_rejections(void **state)
 static void test_subprotocols(void **state)
 {
     (void)state;
+    config_free(&sori_config);
     config_defaults(&sori_config);
     ws_handshake_t hs;
     assert_int_equal(check(BASE KEY V13 "Sec-WebSocket-Protocol: foo, v12.stomp, sori.v1\r\n\r\n", &hs), 0);
@@ -66,19 +69,22 @@ static void test_subprotocols(void **state)
 static void test_origin_allow_list(void **state)
 {
     (void)state;
+    config_free(&sori_config);
     config_defaults(&sori_config);
-    sori_config.allowed_origins = "https://a.example, https://b.example";
+    char err[128];
+    assert_int_equal(config_set(&sori_config, "allowed-origins", "https://a.example, https://b.example", err, sizeof err), 0);
     ws_handshake_t hs;
     assert_int_equal(check(BASE KEY V13 "Origin: https://b.example\r\n\r\n", &hs), 0);
     assert_int_equal(check(BASE KEY V13 "Origin: https://evil.example\r\n\r\n", &hs), 403);
     assert_int_equal(check(BASE KEY V13 "Origin: https://a.example.evil\r\n\r\n", &hs), 403);
     assert_int_equal(check(BASE KEY V13 "\r\n", &hs), 0); /* no Origin: not a browser */
-    sori_config.allowed_origins = "";
+    config_free(&sori_config);
 }
 
 static void test_deflate_offer(void **state)
 {
     (void)state;
+    config_free(&sori_config);
     config_defaults(&sori_config);
     ws_handshake_t hs;
     assert_int_equal(check(BASE KEY V13 "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n", &hs), 0);
@@ -87,6 +93,13 @@ static void test_deflate_offer(void **state)
     sori_config.ws_deflate = 0;
     assert_int_equal(check(BASE KEY V13 "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n", &hs), 0);
     assert_int_equal(hs.deflate.enabled, 0);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    config_free(&sori_config);
+    return 0;
 }
 
 int main(void)
@@ -98,5 +111,5 @@ int main(void)
         cmocka_unit_test(test_origin_allow_list),
         cmocka_unit_test(test_deflate_offer),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, teardown);
 }
