@@ -55,7 +55,7 @@ typedef struct {
 
 enum {
     F_SCENARIO, F_URL, F_THREADS, F_SOURCES, F_ROOMS, F_SUBS, F_PUBS, F_RATE, F_WINDOW, F_CONNS, F_PAIRS,
-    F_SIZE, F_DURATION, F_WARMUP, F_DRAIN, F_CONNECT_TIMEOUT, F_CONCURRENCY, F_SERVER_PID, F_TAG, F_COUNT
+    F_SIZE, F_DURATION, F_WARMUP, F_DRAIN, F_CONNECT_TIMEOUT, F_CONCURRENCY, F_SERVER_PID, F_TAG, F_PEER_PROTOCOL, F_COUNT
 };
 
 static const bench_flag_t bench__flags[F_COUNT] = {
@@ -89,6 +89,9 @@ static const bench_flag_t bench__flags[F_COUNT] = {
                       "measure this server process: CPU over the window, RSS per connection"},
     [F_TAG] = {"tag", 's', 0, 0, S_ALL, "TAG",
                "user and room names are b<TAG>.<n> and bench.<TAG>.<n> (default: random per run)"},
+    [F_PEER_PROTOCOL] = {"peer-protocol", 's', 0, 0, S_FAN | S_CON, "NAME",
+                         "sori (default), or nchan: an Nchan pubsub location, --url ws://HOST:PORT/PREFIX/ "
+                         "(bench/README.md)"},
 };
 
 static void bench__usage(FILE *out)
@@ -256,6 +259,16 @@ static int bench__parse(bench_opts_t *o, int argc, char **argv)
         snprintf(r, sizeof r, "%d", o->rooms);
         snprintf(c, sizeof c, "%d", o->conns);
         return bench__bad("--rooms (%s) cannot exceed --conns (%s)", r, c);
+    }
+    if (val[F_PEER_PROTOCOL]) {
+        if (!strcmp(val[F_PEER_PROTOCOL], "nchan")) {
+            o->nchan = 1;
+            if (strchr(o->path, '?') || o->path[strlen(o->path) - 1] != '/')
+                return bench__bad("--peer-protocol nchan: --url must end in the channel prefix and '/', "
+                                  "e.g. ws://127.0.0.1:8080/chat/, not \"%s\"%s", o->path, "");
+        } else if (strcmp(val[F_PEER_PROTOCOL], "sori")) {
+            return bench__bad("--peer-protocol: expected sori or nchan, got \"%s\"%s", val[F_PEER_PROTOCOL], "");
+        }
     }
     if (val[F_TAG]) {
         size_t n = strlen(val[F_TAG]);
@@ -512,8 +525,8 @@ static void bench__report(const bench_figures_t *fg, const char *url)
     double w = fg->window_s > 0 ? fg->window_s : NAN;
     int srv = o->server_pid > 0 && fg->server_cpu >= 0;
     FILE *f = stdout;
-    fprintf(f, "{\"scenario\":\"%s\",\"url\":\"%s\",\"tag\":\"%s\",\"threads\":%d,\"sources\":%d",
-            bench__scenarios[o->scenario], url, o->tag, o->threads, o->sources);
+    fprintf(f, "{\"scenario\":\"%s\",\"url\":\"%s\",\"protocol\":\"%s\",\"tag\":\"%s\",\"threads\":%d,\"sources\":%d",
+            bench__scenarios[o->scenario], url, o->nchan ? "nchan" : "sori", o->tag, o->threads, o->sources);
     fprintf(f, ",\"conns\":%u,\"connected\":%llu,\"handshake_failures\":%llu", bench_g.nconns,
             (unsigned long long)opened, (unsigned long long)failed);
     bench__num(f, "connect_s", fg->connect_s, 1);

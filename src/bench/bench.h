@@ -51,6 +51,7 @@ typedef struct {
     int connect_concurrency;    /* handshakes in progress at once, all threads */
     pid_t server_pid;
     char tag[16];               /* makes user and room names unique per run */
+    int nchan;                  /* --peer-protocol nchan: see bench_loop.c */
 } bench_opts_t;
 
 /* ---- histogram: HDR-style log-linear buckets, 3 significant digits ----

@@ -26,6 +26,17 @@
  * and from are found with memmem. That is enough because every text this
  * bench reads back is one it wrote.
  *
+ * --peer-protocol nchan (fanout and connections only) speaks to an Nchan
+ * pubsub location instead, for the comparison in bench/compare.sh: each
+ * connection opens <url path><room>, so the connection is the subscription;
+ * there is no hello, create or join (the upgrade stands for hello, and the
+ * join is counted at once with no seq); a send publishes a message-shaped
+ * JSON text {"type":"message","room","from","text","ref"} that Nchan relays
+ * verbatim to every subscriber of the channel, the publisher included; and
+ * since Nchan answers nothing to a websocket publish, the publisher's own
+ * copy stands for the ack. Without seq, loss is counted (expected minus
+ * delivered) but duplicates, order and gaps are not checked.
+ *
  * Phases come from the coordinator (bench_g.phase, with an eventfd to wake
  * the thread); open-loop publishers are paced by a timerfd. With nothing to
  * do the thread sleeps in epoll_wait with no timeout.
@@ -356,11 +367,12 @@ static void bench__connected(bench_thread_t *t, bench_conn_t *c)
         return;
     }
     base64_encode(digest, 20, c->accept, 0);
-    char req[1024];
+    char req[1024], room[96] = "";
+    if (o->nchan) bench__room_name(room, sizeof room, c->room); /* the channel is in the path */
     int n = snprintf(req, sizeof req,
-                     "GET %s%cuser=%s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "GET %s%s%cuser=%s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                     o->path, strchr(o->path, '?') ? '&' : '?', c->user, o->host, o->port_str, key);
+                     o->path, room, strchr(o->path, '?') ? '&' : '?', c->user, o->host, o->port_str, key);
     uint8_t *p = bench__out_reserve(c, (size_t)n);
     if (n <= 0 || (size_t)n >= sizeof req || !p) {
         bench__fail(t, c, "handshake request too long", NULL);
@@ -436,6 +448,11 @@ static int bench__build_template(bench_conn_t *c)
         head = "{\"type\":\"send\",\"room\":\"";
         bench__room_name(target, sizeof target, c->room);
     }
+    char nchan_head[160];
+    if (o->nchan) { /* published verbatim: shaped like the message event, with from */
+        snprintf(nchan_head, sizeof nchan_head, "{\"type\":\"message\",\"from\":\"%s\",\"room\":\"", c->user);
+        head = nchan_head;
+    }
     size_t pad = (size_t)o->size - BENCH_TS_TEXT;
     size_t cap = 256 + (size_t)o->size;
     char *json = malloc(cap);
@@ -493,6 +510,9 @@ static int bench__send_msg(bench_thread_t *t, bench_conn_t *c, uint64_t now_us)
 
 static int bench__running(const bench_thread_t *t) { return t->phase == BP_RUN; }
 
+static void bench__on_ack(bench_thread_t *t, bench_conn_t *c, const uint8_t *p, size_t n, uint64_t now_us,
+                          int measuring);
+
 static void bench__on_message(bench_thread_t *t, bench_conn_t *c, const uint8_t *p, size_t n, uint64_t now_us,
                               int measuring)
 {
@@ -518,6 +538,12 @@ static void bench__on_message(bench_thread_t *t, bench_conn_t *c, const uint8_t 
     uint64_t ts = bench__find_ts(p + skip, n - skip, "\"text\":\"t=", 10);
     if (ts == UINT64_MAX && skip) ts = bench__find_ts(p, n, "\"text\":\"t=", 10);
     if (measuring && ts != UINT64_MAX) bench_hist_add(&t->lat, now_us > ts ? now_us - ts : 0);
+    if (bench_g.o.nchan) {
+        if (c->role == R_PUB && n > 26u + c->user_len && !memcmp(p, "{\"type\":\"message\",\"from\":\"", 26) &&
+            !memcmp(p + 26, c->user, c->user_len) && p[26 + c->user_len] == '"')
+            bench__on_ack(t, c, p, n, now_us, measuring);
+        return;
+    }
     if (c->role != R_DM_A && c->role != R_DM_B) return;
     /* dm: answer the peer's messages, not the echo of our own */
     const uint8_t *f = memmem(p + skip, n - skip, "\"from\":\"", 8);
@@ -590,6 +616,16 @@ static void bench__on_error(bench_thread_t *t, bench_conn_t *c, const uint8_t *p
     }
 }
 
+/* hello arrived (or, with --peer-protocol nchan, the upgrade was accepted). */
+static void bench__opened(bench_thread_t *t, bench_conn_t *c)
+{
+    c->state = BC_OPEN;
+    t->pending--;
+    BUMP(t->live.opened);
+    if (bench_g.o.scenario == BENCH_DM)
+        atomic_fetch_add_explicit(&bench_g.room_members[c->room], 1, memory_order_relaxed);
+}
+
 static void bench__on_text(bench_thread_t *t, bench_conn_t *c, const uint8_t *p, size_t n, uint64_t now_us,
                            int measuring)
 {
@@ -598,11 +634,7 @@ static void bench__on_text(bench_thread_t *t, bench_conn_t *c, const uint8_t *p,
             bench__fail(t, c, "expected hello", NULL);
             return;
         }
-        c->state = BC_OPEN;
-        t->pending--;
-        BUMP(t->live.opened);
-        if (bench_g.o.scenario == BENCH_DM)
-            atomic_fetch_add_explicit(&bench_g.room_members[c->room], 1, memory_order_relaxed);
+        bench__opened(t, c);
         return;
     }
     if (c->state != BC_OPEN) return;
@@ -741,6 +773,7 @@ static int bench__read_once(bench_thread_t *t, bench_conn_t *c)
         c->state = BC_HELLO;
         p += head;
         n -= (size_t)head;
+        if (bench_g.o.nchan) bench__opened(t, c); /* no hello */
     }
     if (c->state >= BC_HELLO) {
         long used = bench__frames(t, c, p, n, now_us);
@@ -879,7 +912,7 @@ static void bench__enter(bench_thread_t *t, int phase, int act)
         t->next_connect = t->nconns;
         for (uint32_t i = 0; i < t->nconns; i++) {
             bench_conn_t *c = &t->conns[i];
-            if (c->state != BC_OPEN || !c->creator) continue;
+            if (c->state != BC_OPEN || !c->creator || o->nchan) continue; /* nchan: no rooms to create */
             bench__room_name(room, sizeof room, c->room);
             int n = snprintf(buf, sizeof buf, "{\"type\":\"create\",\"room\":\"%s\",\"kind\":\"public\",\"ref\":\"c\"}",
                              room);
@@ -893,6 +926,13 @@ static void bench__enter(bench_thread_t *t, int phase, int act)
         for (uint32_t i = 0; i < t->nconns; i++) {
             bench_conn_t *c = &t->conns[i];
             if (c->state != BC_OPEN) continue;
+            if (o->nchan) { /* the connection is the subscription: joined, seq unknown */
+                BUMP(t->live.joins);
+                c->joined = 1;
+                atomic_fetch_add_explicit(&bench_g.room_members[c->room], 1, memory_order_relaxed);
+                BUMP(t->live.joined);
+                continue;
+            }
             bench__room_name(room, sizeof room, c->room);
             int n = snprintf(buf, sizeof buf, "{\"type\":\"join\",\"room\":\"%s\",\"ref\":\"j\"}", room);
             bench__queue_text(t, c, buf, (size_t)n);
