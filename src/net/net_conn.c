@@ -8,7 +8,8 @@
  * leave through net__conn_service, run from the worker's prepare hook or
  * on POLLOUT, so handlers never write to sockets themselves; memory is freed
  * only after uv_close's callback.
- * Numbers: the queue ring starts at 4 entries and doubles; a flush writes at
+ * Numbers: the queue ring starts at 4 entries and doubles (a ring grown by a
+ * burst is freed once it is empty again); a flush writes at
  * most 64 buffers per writev; a read turn reads at most 4 x 64 KiB before
  * yielding to other connections; an idle connection holds no input buffer.
  */
@@ -473,7 +474,7 @@ void net__conn_service(conn_t *c)
         if (c->h && c->h->on_drain) c->h->on_drain(c);
         if (c->flags & CONN_FREED) return;
     }
-    if (c->outq_len == 0 && c->outq_cap > 16) {
+    if (c->outq_len == 0 && c->outq_cap > 4) { /* keep the small ring, drop a burst's */
         free(c->outq);
         c->outq = NULL;
         c->outq_cap = 0;

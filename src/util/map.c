@@ -1,6 +1,6 @@
 /*
  * map.c: chained hash map with FNV-1a hashes. Buckets double when the count
- * reaches the bucket count (load factor 1), starting at 16. Entries hold a
+ * reaches the bucket count (load factor 1), starting at 4. Entries hold a
  * copy of the key, so callers may pass stack keys.
  */
 #include "util/map.h"
@@ -33,7 +33,7 @@ void *map_get(const map_t *m, const char *key, size_t klen)
 
 static int map__grow(map_t *m)
 {
-    size_t n = m->nbuckets ? m->nbuckets * 2 : 16;
+    size_t n = m->nbuckets ? m->nbuckets * 2 : 4; /* small: most maps are a user's few rooms */
     map_entry_t **b = calloc(n, sizeof *b);
     if (!b) return SORI_ENOMEM;
     for (size_t i = 0; i < m->nbuckets; i++) {

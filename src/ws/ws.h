@@ -50,7 +50,7 @@ struct ws_conn {
     uint8_t state;        /* WS_OPEN, WS_CLOSE_SENT, WS_CLOSED */
     uint8_t deflate_bits; /* 0: no deflate; else our window bits (9..15) */
     uint8_t ctrl_len;
-    uint8_t ctrl[125];    /* control frame payload */
+    uint8_t *ctrl;        /* control frame payload (≤ 125 bytes), only while one is read */
 };
 
 typedef struct {

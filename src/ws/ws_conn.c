@@ -12,8 +12,8 @@
  * (RFC 6455 §8.1); a message that arrives whole in one read and is not
  * compressed is delivered from the read buffer without a copy; anything
  * else is reassembled in ws->msg, bounded by ws-max-message (1009).
- * Per connection: 224 bytes of ws_conn_t (x86-64), plus the message buffer only while
- * a message is incomplete.
+ * Per connection: 104 bytes of ws_conn_t (x86-64), plus the message buffer only while
+ * a message is incomplete and 125 bytes only while a control frame is read.
  */
 #include "util/config.h"
 #include "util/err.h"
@@ -356,6 +356,10 @@ static size_t ws__on_data(conn_t *c, char *data, size_t len)
             uint8_t *p = (uint8_t *)data + pos;
             ws_mask_apply(p, n, f->mask, ws->f_got);
             if (f->opcode >= 8) {
+                if (!ws->ctrl && !(ws->ctrl = malloc(125))) {
+                    ws__fail(ws, 1011, "out of memory");
+                    return len;
+                }
                 memcpy(ws->ctrl + ws->ctrl_len, p, n);
                 ws->ctrl_len = (uint8_t)(ws->ctrl_len + n);
             } else if (ws->state == WS_OPEN) {
@@ -374,7 +378,12 @@ static size_t ws__on_data(conn_t *c, char *data, size_t len)
         if (ws->f_got < f->payload_len) break; /* need more */
         ws->in_frame = 0;
         if (f->opcode >= 8) {
+            static uint8_t empty[1];
+            if (!ws->ctrl) ws->ctrl = empty;
             ws__control(ws);
+            if (ws->ctrl != empty) free(ws->ctrl);
+            ws->ctrl = NULL;
+            ws->ctrl_len = 0;
             continue;
         }
         if (!f->fin) continue;
@@ -443,6 +452,7 @@ static void ws__on_free(conn_t *c)
     ws_conn_t *ws = c->hdata;
     if (ws->app->on_close) ws->app->on_close(ws);
     buf_free(&ws->msg);
+    free(ws->ctrl);
     free(ws);
     c->hdata = NULL;
 }
