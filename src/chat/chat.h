@@ -28,6 +28,10 @@ typedef struct chat_sink {
     /* A reply (ref as given to the command, or NULL) or an event (ref NULL).
      * obj is borrowed. */
     void (*send)(chat_session_t *s, json_t *ref, json_t *obj);
+    /* Optional: a reply already encoded as one JSON object (hot paths such
+     * as acks); the sink adds "ref". Without it, chat parses the text and
+     * calls send. */
+    void (*send_text)(chat_session_t *s, json_t *ref, const char *json, size_t len);
     /* An error reply: code from PROTOCOL.md §4, a sentence for a person. */
     void (*error)(chat_session_t *s, json_t *ref, const char *code, const char *message);
     /* Optional flow control for backlogs (catch-up): bytes queued and not

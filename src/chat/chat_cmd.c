@@ -238,12 +238,9 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
                 }
                 uv_mutex_unlock(&prev->room->lock);
             }
-            char id[24];
-            snprintf(id, sizeof id, "%llu", (unsigned long long)prev->id);
-            json_t *ack = json_pack("{s:s, s:s, s:s, s:I, s:I}", "type", "ack", "room", prev->room->id, "id", id,
-                                    "seq", (json_int_t)prev->seq, "ts", (json_int_t)prev->ts);
+            chat_idem_t copy = *prev;
             uv_mutex_unlock(&u->lock);
-            chat__reply(s, ref, ack);
+            chat__reply_ack(s, ref, copy.room, copy.id, copy.seq, copy.ts);
             return;
         }
     }

@@ -20,6 +20,7 @@
  */
 #include "chat/chat_internal.h"
 #include "util/err.h"
+#include "util/json_esc.h"
 #include "util/log.h"
 
 #include <stdio.h>
@@ -28,6 +29,7 @@
 #include <sys/time.h>
 
 #define CHAT_ID_EPOCH_MS 1704067200000LL
+#define LIT(s) (s), sizeof(s) - 1 /* a string literal and its length */
 #define CHAT_CATCHUP_PAGE 500
 
 chat_t chat__g;
@@ -188,17 +190,25 @@ chat_msg_t *chat__msg_new(chat_room_t *room, uint64_t id, int64_t seq, int64_t t
     m->text_len = len;
     p += len + 1;
     if (cid) m->cid = memcpy(p, cid, cl + 1);
-    json_t *o = json_pack("{s:s}", "type", "message");
-    json_t *body = chat__msg_obj(m);
-    json_object_update(o, body);
-    json_decref(body);
-    m->json = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (!m->json) {
+    /* The event, encoded once by hand (the same fields and order as
+     * chat__msg_obj): this runs for every message sent. */
+    buf_t b = {0};
+    char num[96];
+    int rc = buf_append(&b, LIT("{\"type\":\"message\",\"room\":")) | json_esc_append(&b, room->id, strlen(room->id));
+    snprintf(num, sizeof num, ",\"id\":\"%llu\",\"seq\":%lld,\"from\":", (unsigned long long)id, (long long)seq);
+    rc |= buf_append(&b, num, strlen(num)) | json_esc_append(&b, from, fl) | buf_append(&b, LIT(",\"text\":")) |
+          json_esc_append(&b, text, len);
+    snprintf(num, sizeof num, ",\"ts\":%lld", (long long)ts);
+    rc |= buf_append(&b, num, strlen(num));
+    if (cid) rc |= buf_append(&b, LIT(",\"cid\":")) | json_esc_append(&b, cid, cl);
+    rc |= buf_append(&b, "}", 2); /* with the NUL */
+    if (rc) {
+        buf_free(&b);
         free(m);
         return NULL;
     }
-    m->json_len = strlen(m->json);
+    m->json = b.data;
+    m->json_len = b.len - 1;
     return m;
 }
 
@@ -358,6 +368,70 @@ void chat__reply(chat_session_t *s, json_t *ref, json_t *obj)
         return;
     }
     chat__post_reply(s, ref, obj, NULL, NULL);
+}
+
+typedef struct {
+    chat_session_t *s;
+    json_t *ref;
+    char *text;
+    size_t len;
+} chat_post_text_t;
+
+static void chat__text_deliver(chat_session_t *s, json_t *ref, const char *text, size_t len)
+{
+    if (s->closed) return;
+    if (s->sink->send_text) {
+        s->sink->send_text(s, ref, text, len);
+        return;
+    }
+    json_t *obj = json_loadb(text, len, 0, NULL);
+    if (obj) s->sink->send(s, ref, obj);
+    json_decref(obj);
+}
+
+static void chat__text_task(net_worker_t *w, void *arg)
+{
+    (void)w;
+    chat_post_text_t *p = arg;
+    chat__text_deliver(p->s, p->ref, p->text, p->len);
+    json_decref(p->ref);
+    chat__session_unref(p->s);
+    free(p->text);
+    free(p);
+}
+
+void chat__reply_text(chat_session_t *s, json_t *ref, char *text, size_t len)
+{
+    if (chat__on_worker(s)) {
+        chat__text_deliver(s, ref, text, len);
+        free(text);
+        return;
+    }
+    chat_post_text_t *p = malloc(sizeof *p);
+    if (!p) {
+        free(text);
+        return;
+    }
+    p->s = chat__session_ref(s);
+    p->ref = chat__ref_hold(ref);
+    p->text = text;
+    p->len = len;
+    if (net_worker_post(net_worker_get(s->worker), chat__text_task, p)) chat__text_task(NULL, p);
+}
+
+void chat__reply_ack(chat_session_t *s, json_t *ref, const chat_room_t *r, uint64_t id, int64_t seq, int64_t ts)
+{
+    buf_t b = {0};
+    char num[96];
+    int rc = buf_append(&b, LIT("{\"type\":\"ack\",\"room\":")) | json_esc_append(&b, r->id, strlen(r->id));
+    snprintf(num, sizeof num, ",\"id\":\"%llu\",\"seq\":%lld,\"ts\":%lld}", (unsigned long long)id,
+             (long long)seq, (long long)ts);
+    rc |= buf_append(&b, num, strlen(num) + 1);
+    if (rc) {
+        buf_free(&b);
+        return;
+    }
+    chat__reply_text(s, ref, b.data, b.len - 1);
 }
 
 void chat__error(chat_session_t *s, json_t *ref, const char *code, const char *msg)
@@ -629,14 +703,6 @@ void chat__write(chat_session_t *s, json_t *ref, json_t *reply, const store_op_t
     store_write(chat__g.store, &j->job);
 }
 
-static json_t *chat__ack_obj(const chat_msg_t *m)
-{
-    char id[24];
-    snprintf(id, sizeof id, "%llu", (unsigned long long)m->id);
-    return json_pack("{s:s, s:s, s:s, s:I, s:I}", "type", "ack", "room", m->room->id, "id", id, "seq",
-                     (json_int_t)m->seq, "ts", (json_int_t)m->ts);
-}
-
 /* Marks m committed and published (room lock held); returns the waiters. */
 static chat_waiter_t *chat__commit_locked(chat_msg_t *m)
 {
@@ -654,7 +720,7 @@ static void chat__ack_waiters(chat_msg_t *m, chat_waiter_t *w)
 {
     while (w) {
         chat_waiter_t *next = w->next;
-        chat__reply(w->s, w->ref, chat__ack_obj(m));
+        chat__reply_ack(w->s, w->ref, m->room, m->id, m->seq, m->ts);
         json_decref(w->ref);
         chat__session_unref(w->s);
         free(w);

@@ -173,6 +173,10 @@ void chat__session_unref(chat_session_t *s);
 /* Replies on the session's worker: now if we are there, else posted. */
 void chat__reply(chat_session_t *s, json_t *ref, json_t *obj);   /* obj consumed */
 void chat__error(chat_session_t *s, json_t *ref, const char *code, const char *msg);
+/* A reply already encoded (text is malloc'd and consumed). */
+void chat__reply_text(chat_session_t *s, json_t *ref, char *text, size_t len);
+/* The ack of a send (PROTOCOL.md §3), encoded by hand. */
+void chat__reply_ack(chat_session_t *s, json_t *ref, const chat_room_t *r, uint64_t id, int64_t seq, int64_t ts);
 /* Publishes m to every worker with subscribers (room lock held). */
 void chat__publish(chat_room_t *r, chat_msg_t *m);
 /* Publishes an event to the room, except session `except` (room lock not held). */

@@ -16,6 +16,7 @@
 #include "chat/chat.h"
 #include "util/config.h"
 #include "util/err.h"
+#include "util/json_esc.h"
 #include "util/log.h"
 #include "ws/ws.h"
 
@@ -82,6 +83,30 @@ static void json__sink_send(chat_session_t *cs, json_t *ref, json_t *obj)
     json__send(js->ws, json_incref(obj));
 }
 
+static void json__sink_send_text(chat_session_t *cs, json_t *ref, const char *json, size_t len)
+{
+    json_session_t *js = chat_session_data(cs);
+    if (!ref) {
+        ws_send(js->ws, WS_OP_TEXT, json, len);
+        return;
+    }
+    /* {...} -> {...,"ref":REF} */
+    buf_t b = {0};
+    int rc = buf_append(&b, json, len - 1) | buf_append(&b, ",\"ref\":", sizeof ",\"ref\":" - 1);
+    if (json_is_string(ref)) {
+        rc |= json_esc_append(&b, json_string_value(ref), json_string_length(ref));
+    } else if (json_is_integer(ref)) {
+        rc |= buf_appendf(&b, "%lld", (long long)json_integer_value(ref));
+    } else {
+        char *r = json_dumps(ref, JSON_ENCODE_ANY);
+        rc |= r ? buf_append(&b, r, strlen(r)) : SORI_ENOMEM;
+        free(r);
+    }
+    rc |= buf_append(&b, "}", 1);
+    if (!rc) ws_send(js->ws, WS_OP_TEXT, b.data, b.len);
+    buf_free(&b);
+}
+
 static void json__sink_error(chat_session_t *cs, json_t *ref, const char *code, const char *message)
 {
     json_session_t *js = chat_session_data(cs);
@@ -101,6 +126,7 @@ static void json__sink_notify_drain(chat_session_t *cs)
 static const chat_sink_t json__sink = {
     .message = json__sink_message,
     .send = json__sink_send,
+    .send_text = json__sink_send_text,
     .error = json__sink_error,
     .unsent = json__sink_unsent,
     .notify_drain = json__sink_notify_drain,
