@@ -28,20 +28,26 @@ static chat_member_t *chat__member(chat_room_t *r, const char *user)
     return map_get(&r->members, user, strlen(user));
 }
 
-/* Looks the room up and checks that the caller may see it: public rooms are
- * visible to everyone, private and dm rooms to their members. Replies with
- * the error and returns NULL otherwise. */
-static chat_room_t *chat__visible_room(chat_session_t *s, json_t *ref, const char *room)
+/* Looks the room up: bad_request for a malformed id, not_found for an
+ * unknown one (replied; NULL returned). */
+static chat_room_t *chat__find_room(chat_session_t *s, json_t *ref, const char *room)
 {
     if (!chat_valid_room(room)) {
         chat__error(s, ref, "bad_request", "Room ids are 1-64 of A-Z a-z 0-9 _ . : -");
         return NULL;
     }
     chat_room_t *r = chat__room_get(room);
-    if (!r) {
-        chat__error(s, ref, "not_found", "There is no such room.");
-        return NULL;
-    }
+    if (!r) chat__error(s, ref, "not_found", "There is no such room.");
+    return r;
+}
+
+/* Looks the room up and checks that the caller may see it: public rooms are
+ * visible to everyone, private and dm rooms to their members. Replies with
+ * the error and returns NULL otherwise. */
+static chat_room_t *chat__visible_room(chat_session_t *s, json_t *ref, const char *room)
+{
+    chat_room_t *r = chat__find_room(s, ref, room);
+    if (!r) return NULL;
     if (r->kind != 'p') {
         uv_mutex_lock(&r->lock);
         int member = chat__member(r, s->user->name) != NULL;
@@ -102,15 +108,8 @@ static json_t *chat__member_event(chat_room_t *r, const char *user, const char *
 
 void chat_join(chat_session_t *s, json_t *ref, const char *room, int64_t since)
 {
-    if (!chat_valid_room(room)) {
-        chat__error(s, ref, "bad_request", "Room ids are 1-64 of A-Z a-z 0-9 _ . : -");
-        return;
-    }
-    chat_room_t *r = chat__room_get(room);
-    if (!r) {
-        chat__error(s, ref, "not_found", "There is no such room.");
-        return;
-    }
+    chat_room_t *r = chat__find_room(s, ref, room);
+    if (!r) return;
     uv_mutex_lock(&r->lock);
     int member = chat__member(r, s->user->name) != NULL;
     uv_mutex_unlock(&r->lock);
@@ -303,16 +302,8 @@ void chat_send(chat_session_t *s, json_t *ref, const char *room, const char *tex
                const char *cid)
 {
     if (chat__check_text(s, ref, len, cid)) return;
-    if (!chat_valid_room(room)) {
-        chat__error(s, ref, "bad_request", "Room ids are 1-64 of A-Z a-z 0-9 _ . : -");
-        return;
-    }
-    chat_room_t *r = chat__room_get(room);
-    if (!r) {
-        chat__error(s, ref, "not_found", "There is no such room.");
-        return;
-    }
-    chat__send_to(s, ref, r, text, len, cid);
+    chat_room_t *r = chat__find_room(s, ref, room);
+    if (r) chat__send_to(s, ref, r, text, len, cid);
 }
 
 void chat_dm(chat_session_t *s, json_t *ref, const char *to, const char *text, size_t len,
