@@ -244,6 +244,12 @@ def test_sigterm_right_after_startup_line(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         line = p.stdout.readline()
         p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=10 * SLOW)
+        try:
+            _, err = p.communicate(timeout=10 * SLOW)
+        except subprocess.TimeoutExpired:
+            p.kill()  # never leave a server behind, even when failing
+            _, err = p.communicate()
+            raise AssertionError("trial %d: no exit within %d s of SIGTERM\n%s"
+                                 % (trial, 10 * SLOW, err.decode()[-2000:]))
         assert b"serving http://" in line
         assert p.returncode == 0, "trial %d: exit %s\n%s" % (trial, p.returncode, err.decode()[-2000:])
