@@ -779,22 +779,13 @@ void chat_presence(chat_session_t *s, json_t *ref, const char *const *users, siz
             last_seen = u->last_seen;
             int watching = 0;
             for (uint32_t j = 0; j < s->nwatching; j++) watching |= s->watching[j] == u;
-            if (!watching && s->nwatching < CHAT_WATCH_MAX && !(s->flags & CHAT_SESSION_TRANSIENT)) {
-                if (u->nwatchers == u->capwatchers) {
-                    uint32_t cap = u->capwatchers ? u->capwatchers * 2 : 4;
-                    chat_session_t **v = realloc(u->watchers, cap * sizeof *v);
-                    if (v) u->watchers = v, u->capwatchers = cap;
-                }
-                if (s->nwatching == s->capwatching) {
-                    uint32_t cap = s->capwatching ? s->capwatching * 2 : 4;
-                    chat_user_t **v = realloc(s->watching, cap * sizeof *v);
-                    if (v) s->watching = v, s->capwatching = cap;
-                }
-                if (u->nwatchers < u->capwatchers && s->nwatching < s->capwatching) {
-                    /* the watcher's reference is dropped in chat_session_close */
-                    u->watchers[u->nwatchers++] = chat__session_ref(s);
-                    s->watching[s->nwatching++] = u;
-                }
+            if (!watching && s->nwatching < CHAT_WATCH_MAX && !(s->flags & CHAT_SESSION_TRANSIENT) &&
+                chat__arr_add((void ***)&s->watching, &s->nwatching, &s->capwatching, u) == 0) {
+                /* the watcher's reference is dropped in chat_session_close */
+                if (chat__arr_add((void ***)&u->watchers, &u->nwatchers, &u->capwatchers, s) == 0)
+                    chat__session_ref(s);
+                else
+                    s->nwatching--;
             }
             uv_mutex_unlock(&u->lock);
         }

@@ -19,6 +19,7 @@
  * nodes with distinct --node-id.
  */
 #include "chat/chat_internal.h"
+#include "util/clock.h"
 #include "util/err.h"
 #include "util/json_esc.h"
 #include "util/log.h"
@@ -26,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #define CHAT_ID_EPOCH_MS 1704067200000LL
 #define LIT(s) (s), sizeof(s) - 1 /* a string literal and its length */
@@ -35,12 +35,7 @@
 chat_t chat__g;
 static void (*chat__cache_destroy[2])(void *);
 
-int64_t chat__now_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
+int64_t chat__now_ms(void) { return clock_now_ms(); }
 
 uint64_t chat__next_id(int64_t now_ms)
 {
@@ -970,7 +965,7 @@ static void chat__presence_changed(chat_user_t *u, int online, int64_t last_seen
     chat__msg_unref(ev);
 }
 
-static int chat__arr_add(void ***v, uint32_t *n, uint32_t *cap, void *x)
+int chat__arr_add(void ***v, uint32_t *n, uint32_t *cap, void *x)
 {
     if (*n == *cap) {
         uint32_t c = *cap ? *cap * 2 : 4;
@@ -983,7 +978,7 @@ static int chat__arr_add(void ***v, uint32_t *n, uint32_t *cap, void *x)
     return 0;
 }
 
-static void chat__arr_del(void **v, uint32_t *n, void *x)
+void chat__arr_del(void **v, uint32_t *n, void *x)
 {
     for (uint32_t i = 0; i < *n; i++)
         if (v[i] == x) {
@@ -1015,20 +1010,23 @@ chat_session_t *chat_session_open(const char *user, int worker, int flags, const
         free(s);
         return NULL;
     }
-    /* Direct messages reach every connection without a join. */
-    chat_room_t *dms[256];
-    size_t ndm = 0;
+    /* Direct messages reach every connection without a join: all of the
+     * user's dm rooms (copied out, subscribed after the lock drops). */
+    chat_room_t **dms = NULL;
+    uint32_t ndm = 0, capdm = 0;
     for (size_t i = 0; i < u->rooms.nbuckets; i++)
         for (map_entry_t *e = u->rooms.buckets[i]; e; e = e->next)
-            if (((chat_room_t *)e->value)->kind == 'd' && ndm < 256) dms[ndm++] = e->value;
+            if (((chat_room_t *)e->value)->kind == 'd' && chat__arr_add((void ***)&dms, &ndm, &capdm, e->value))
+                LOG_WARN("chat", "%s: out of memory subscribing dm rooms", u->name);
     uv_mutex_unlock(&u->lock);
-    for (size_t i = 0; i < ndm; i++) {
+    for (uint32_t i = 0; i < ndm; i++) {
         chat_sub_t *sub = chat__sub_add(s, dms[i]);
         if (!sub) continue;
         uv_mutex_lock(&dms[i]->lock);
         sub->last_seq = dms[i]->committed;
         uv_mutex_unlock(&dms[i]->lock);
     }
+    free(dms);
     if (is_new) {
         store_op_t op = {.kind = STORE_OP_USER, .u.user = {.name = u->name, .created_at = u->created_at}};
         chat__write(NULL, NULL, NULL, &op, 1);

@@ -194,6 +194,10 @@ void chat__user_subscribe(chat_user_t *u, chat_room_t *r, int subscribe);
 void chat__write(chat_session_t *s, json_t *ref, json_t *reply, const store_op_t *ops, size_t n);
 /* Writes one message: job embedded in m (room lock held, seq assigned). */
 void chat__write_msg(chat_msg_t *m);
+/* Appends x to a growable pointer array (0 or SORI_ENOMEM); removes x
+ * (order not kept). */
+int chat__arr_add(void ***v, uint32_t *n, uint32_t *cap, void *x);
+void chat__arr_del(void **v, uint32_t *n, void *x);
 void chat__idem_free(chat_idem_t *e);
 /* Drops expired keys and committed messages from u->idem (user lock held). */
 void chat__idem_sweep(chat_user_t *u, int64_t now);

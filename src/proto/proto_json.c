@@ -14,6 +14,7 @@
 #include "proto/proto.h"
 #include "auth/auth.h"
 #include "chat/chat.h"
+#include "util/clock.h"
 #include "util/config.h"
 #include "util/err.h"
 #include "util/json_esc.h"
@@ -24,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 typedef struct {
     ws_conn_t *ws;
@@ -34,12 +34,6 @@ typedef struct {
     char session[20];
 } json_session_t;
 
-static int64_t proto__now_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 /* Sends obj (consumed) as one text frame. */
 static void json__send(ws_conn_t *ws, json_t *obj)
@@ -166,7 +160,7 @@ static int json__int(ws_conn_t *ws, json_t *ref, json_t *cmd, const char *key, i
 
 static int json__rate_ok(json_session_t *js)
 {
-    int64_t now = proto__now_ms();
+    int64_t now = clock_now_ms();
     js->tokens += (double)(now - js->bucket_ms) * sori_config.rate / 1000.0;
     if (js->tokens > sori_config.burst) js->tokens = sori_config.burst;
     js->bucket_ms = now;
@@ -208,6 +202,12 @@ static void json__command(json_session_t *js, json_t *cmd)
         int dm = type[0] == 'd';
         const char *target = json__str(ws, ref, cmd, dm ? "to" : "room");
         if (!target || !(text = json__str(ws, ref, cmd, "text"))) return;
+        if (json_object_get(cmd, "attachments")) {
+            /* Uploads are not implemented yet: refuse rather than store the
+             * message without the images the sender attached. */
+            json__error(ws, ref, "bad_request", "Attachments are not supported by this server yet.");
+            return;
+        }
         json_t *cid = json_object_get(cmd, "cid");
         if (cid && !json_is_string(cid) && !json_is_null(cid)) {
             json__error(ws, ref, "bad_request", "\"cid\" must be a string.");
@@ -344,7 +344,7 @@ int proto_identify(http_req_t *r, char *user)
         n = http_query_get(r->req->query, "token", token, sizeof token);
     }
     if (n >= 0) {
-        int rc = auth_token_verify(sori_config.secret, token, (size_t)n, proto__now_ms() / 1000, user, NULL);
+        int rc = auth_token_verify(sori_config.secret, token, (size_t)n, clock_now_ms() / 1000, user, NULL);
         if (rc == 0) return 0;
         http_respond_error(r, 401, "unauthorized",
                            rc == SORI_EPERM ? "The token has expired; log in again." : "The token is not valid.");
@@ -390,7 +390,7 @@ void proto_ws_route(http_req_t *r)
         return;
     }
     js->tokens = sori_config.burst;
-    js->bucket_ms = proto__now_ms();
+    js->bucket_ms = clock_now_ms();
     snprintf(js->session, sizeof js->session, "%016llx",
              (unsigned long long)r->c->id ^ ((unsigned long long)sori_config.node_id << 54));
     ws_conn_t *ws = ws_accept(r, &hs, &json__app, js);
@@ -403,7 +403,7 @@ void proto_ws_route(http_req_t *r)
     snprintf(node, sizeof node, "%d", sori_config.node_id);
     json__send(ws, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "type", "hello", "user", user, "session",
                              js->session, "node", node, "heartbeat_ms", sori_config.heartbeat_ms, "server_time",
-                             (json_int_t)proto__now_ms()));
+                             (json_int_t)clock_now_ms()));
     js->chat = chat_session_open(user, r->c->w->index, CHAT_SESSION_LIVE, &json__sink, js);
     if (!js->chat) ws_close(ws, 1011, "out of memory");
 }

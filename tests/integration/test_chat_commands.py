@@ -299,6 +299,23 @@ def test_send_ack_and_message_fields(server):
     run(go())
 
 
+def test_send_with_attachments_refused_not_dropped(server):
+    """§3 send with attachments: until uploads exist the server refuses the
+    command (bad_request) instead of storing the text without the images,
+    and no message is created."""
+    async def go():
+        al = uniq("al")
+        (a,) = await clients(server, al)
+        room = uniq("pub")
+        await a.ok({"type": "create", "room": room, "kind": "public"})
+        await a.ok({"type": "join", "room": room})
+        await a.err({"type": "send", "room": room, "text": "pic", "attachments": [{"id": "x"}]}, "bad_request")
+        ok = await a.ok({"type": "send", "room": room, "text": "after"}, "ack")
+        assert ok["seq"] == 1  # the refused send took no seq
+        await close_all(a)
+    run(go())
+
+
 @pytest.mark.xfail(strict=True, reason="NOT IMPLEMENTED: chat__msg_new/chat__msg_obj "
                    "(src/chat/chat_core.c) never add `mentions` to a message")
 def test_message_mentions(server):
