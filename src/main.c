@@ -14,6 +14,7 @@
 #include "http/http_static.h"
 #include "net/net.h"
 #include "proto/proto.h"
+#include "push/push.h"
 #include "util/config.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -219,11 +220,30 @@ static int cmd_serve(int argc, char **argv)
         fprintf(stderr, "sori: %s\n", err);
         return 1;
     }
+    if (auth_pw_init()) {
+        fprintf(stderr, "sori: libsodium failed to initialise\n");
+        return 1;
+    }
+    push_config_t pcfg = {
+        .url = sori_config.push_webhook,
+        .preview = sori_config.push_preview,
+        .queue_max = sori_config.push_queue,
+        .rate_per_min = sori_config.push_rate,
+        .attempts = sori_config.push_attempts,
+        .delay_ms = sori_config.push_delay_ms,
+        .still_unread = chat_push_still_unread,
+    };
+    if (push_start(&pcfg, err, sizeof err)) {
+        fprintf(stderr, "sori: --push-webhook: %s\n", err);
+        chat_shutdown();
+        return 2;
+    }
     proto_init();
     http_set_health_check(chat_unhealthy);
     http_route_add("GET", "/healthz", http_healthz_handle);
     http_route_add("GET", "/ws", proto_ws_route);
     if (sori_config.ws_echo) http_route_add("GET", "/echo", proto_echo_route);
+    proto_rest_routes();
     http_route_add(NULL, "/api/*", http_not_found_handle);
     http_route_add(NULL, "/*", http_static_handle);
 
@@ -259,10 +279,12 @@ static int cmd_serve(int argc, char **argv)
 
     uv_run(loop, UV_RUN_DEFAULT);
     net_join();
+    push_stop();
     chat_shutdown(); /* commits what is queued; replies to closed workers are dropped */
     net_free();
     uv_loop_close(loop);
     http_static_free();
+    proto_rest_free();
     LOG_INFO("main", "stopped");
     return 0;
 }

@@ -27,6 +27,17 @@ int auth_token_mint(const char *secret, const char *user, int64_t iat, int64_t e
 int auth_token_verify(const char *secret, const char *token, size_t len, int64_t now, char *user,
                       int64_t *exp);
 
+/* ---- passwords (auth_pw.c): blocking, run them on the thread pool ---- */
+
+#define AUTH_PW_HASH_MAX 128 /* crypto_pwhash_STRBYTES */
+/* Once at startup: 0 or SORI_EIO. */
+int auth_pw_init(void);
+/* An argon2id string for pw[0..len) into out (cap >= AUTH_PW_HASH_MAX). */
+int auth_pw_hash(const char *pw, size_t len, char *out, size_t cap);
+/* 0 if pw matches hash, SORI_EPERM if not. hash NULL (no such account)
+ * costs the same and fails. */
+int auth_pw_verify(const char *hash, const char *pw, size_t len);
+
 /* 1 if name is a valid user name: [A-Za-z0-9_.-]{1,32}. */
 int auth_valid_user(const char *name, size_t len);
 

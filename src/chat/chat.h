@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net/net.h"
 #include "store/store.h"
 
 typedef struct chat_session chat_session_t;
@@ -58,6 +59,8 @@ int chat_init(const chat_config_t *cfg, const store_type_t *type, const char *ur
               size_t errlen);
 /* After the workers stopped: commits what is queued and frees everything. */
 void chat_shutdown(void);
+/* Rooms and users the node knows (for /metrics). Any thread. */
+void chat_counts(uint64_t *rooms, uint64_t *users);
 /* 1 while the store cannot commit (health checks say 503). */
 int chat_unhealthy(void);
 
@@ -92,13 +95,39 @@ void *chat_msg_cache_get(chat_msg_t *m, int slot);
 void *chat_msg_cache_set(chat_msg_t *m, int slot, void *value);
 void chat_msg_cache_register(int slot, void (*destroy)(void *value));
 
+/* ---- accounts and uploads (REST, PROTOCOL.md §7) ---- */
+
+/* A completion on worker w: status 0 once committed, < 0 if not. */
+typedef void (*chat_done_fn)(net_worker_t *w, void *arg, int status);
+
+/* Claims name for an account with hash (an argon2id string). SORI_EEXIST if
+ * the node knows the name already (an account, or a user who connected or
+ * is stored); else 0 and done runs on w after the commit. Any thread. */
+int chat_account_create(const char *name, const char *hash, net_worker_t *w, chat_done_fn done, void *arg);
+/* Copies name's password hash into out: 0, or SORI_ENOTFOUND (no account). */
+int chat_account_hash(const char *name, char *out, size_t cap);
+/* Records an upload by user (content-addressed id, a MIME type); done runs
+ * on w after the commit. Any thread. */
+int chat_upload_add(const char *id, const char *type, int64_t size, const char *user, net_worker_t *w,
+                    chat_done_fn done, void *arg);
+/* 0 and type/size if user may read upload id (its uploader, or a reader of a
+ * room it was posted in); SORI_ENOTFOUND; SORI_EPERM. Any thread. */
+int chat_upload_check(const char *user, const char *id, char *type, size_t typecap, int64_t *size);
+
 /* ---- commands (PROTOCOL.md §3); all on the session's worker ---- */
+
+/* {type:"me", user, created_at, account, rooms} (REST GET /api/me). */
+void chat_me(chat_session_t *s, json_t *ref);
+/* q: words (each must appear); room: NULL for every readable room. */
+void chat_search(chat_session_t *s, json_t *ref, const char *q, const char *room, int limit);
 
 void chat_join(chat_session_t *s, json_t *ref, const char *room, int64_t since);
 void chat_leave(chat_session_t *s, json_t *ref, const char *room);
 void chat_part(chat_session_t *s, json_t *ref, const char *room);
+/* attachments: upload ids (n of them, may be 0), each uploaded by the sender
+ * or readable by them. */
 void chat_send(chat_session_t *s, json_t *ref, const char *room, const char *text, size_t len,
-               const char *cid);
+               const char *cid, const char *const *attachments, size_t nattach);
 void chat_dm(chat_session_t *s, json_t *ref, const char *to, const char *text, size_t len,
              const char *cid);
 /* before/after: -1 when absent (both set is the front end's bad_request). */
@@ -114,6 +143,10 @@ void chat_members(chat_session_t *s, json_t *ref, const char *room);
 void chat_read(chat_session_t *s, json_t *ref, const char *room, int64_t seq);
 void chat_typing(chat_session_t *s, const char *room);
 void chat_presence(chat_session_t *s, json_t *ref, const char *const *users, size_t n);
+
+/* For push/: 1 if user is a member of room whose last_read < seq (any
+ * thread; takes the room lock). */
+int chat_push_still_unread(const char *user, const char *room, int64_t seq);
 
 /* 1 if id is a valid room id ([A-Za-z0-9_.:-]{1,64}). */
 int chat_valid_room(const char *id);

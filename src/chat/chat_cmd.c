@@ -11,6 +11,7 @@
 #include "auth/auth.h"
 #include "chat/chat_internal.h"
 #include "util/err.h"
+#include "util/json_esc.h"
 #include "util/log.h"
 
 #include <stdio.h>
@@ -22,6 +23,8 @@ void chat__ack_now(chat_msg_t *m);
 #define CHAT_TITLE_MAX 200
 #define CHAT_TYPING_MS 1000
 #define CHAT_WATCH_MAX 1000
+#define CHAT_ATTACH_MAX 10
+#define CHAT_MENTIONS_MAX 50
 
 static chat_member_t *chat__member(chat_room_t *r, const char *user)
 {
@@ -73,7 +76,7 @@ static int chat__add_member(chat_room_t *r, chat_user_t *u, char role, store_op_
             free(m);
             rc = SORI_ENOMEM;
         } else if (map_put(&u->rooms, r->id, strlen(r->id), r)) {
-            free(map_del(&r->members, u->name, strlen(u->name)));
+            chat__member_free(map_del(&r->members, u->name, strlen(u->name)));
             rc = SORI_ENOMEM;
         } else {
             m->role = role;
@@ -93,7 +96,7 @@ static void chat__del_member(chat_room_t *r, chat_user_t *u)
 {
     uv_mutex_lock(&u->lock);
     uv_mutex_lock(&r->lock);
-    free(map_del(&r->members, u->name, strlen(u->name)));
+    chat__member_free(map_del(&r->members, u->name, strlen(u->name)));
     map_del(&u->rooms, r->id, strlen(r->id));
     uv_mutex_unlock(&r->lock);
     uv_mutex_unlock(&u->lock);
@@ -206,8 +209,74 @@ void chat_part(chat_session_t *s, json_t *ref, const char *room)
 
 /* ---- send and dm ---- */
 
+/* What a send carries besides its text: resolved attachments. */
+typedef struct {
+    chat_upload_t *ups[CHAT_ATTACH_MAX];
+    size_t n;
+    char *json; /* [{id, url, type, size}, ...] or NULL */
+} chat_attach_t;
+
+static int chat__name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+           c == '-';
+}
+
+/* The members of r named as @name in text, without duplicates and without
+ * the sender (room lock held). Returns how many went into names. */
+static uint32_t chat__mentions(chat_room_t *r, const char *from, const char *text, size_t len,
+                               char names[][CHAT_USER_MAX + 1], uint32_t max)
+{
+    uint32_t n = 0;
+    for (size_t i = 0; i < len && n < max; i++) {
+        if (text[i] != '@' || (i > 0 && chat__name_char(text[i - 1]))) continue;
+        size_t j = i + 1;
+        while (j < len && j - i - 1 < CHAT_USER_MAX + 8 && chat__name_char(text[j])) j++;
+        size_t nl = j - i - 1;
+        char name[CHAT_USER_MAX + 1];
+        /* "@bob." at the end of a sentence: try "bob." then "bob". */
+        for (; nl > 0; nl--) {
+            if (nl > CHAT_USER_MAX) continue;
+            memcpy(name, text + i + 1, nl);
+            name[nl] = 0;
+            if (map_get(&r->members, name, nl)) break;
+            if (text[i + nl] != '.') {
+                nl = 0;
+                break;
+            }
+        }
+        if (!nl || !strcmp(name, from)) continue;
+        int dup = 0;
+        for (uint32_t k = 0; k < n && !dup; k++) dup = !strcmp(names[k], name);
+        if (!dup) memcpy(names[n++], name, nl + 1);
+        i = j - 1;
+    }
+    return n;
+}
+
+/* The message's meta object text, or NULL when it has nothing. */
+static char *chat__meta(const chat_attach_t *at, char names[][CHAT_USER_MAX + 1], uint32_t nm)
+{
+    if (!(at && at->json) && !nm) return NULL;
+    buf_t b = {0};
+    int rc = buf_append(&b, "{", 1);
+    if (at && at->json) rc |= buf_append(&b, LIT("\"attachments\":")) | buf_append(&b, at->json, strlen(at->json));
+    if (nm) {
+        rc |= buf_append(&b, at && at->json ? ",\"mentions\":[" : "\"mentions\":[", at && at->json ? 13 : 12);
+        for (uint32_t i = 0; i < nm; i++)
+            rc |= (i ? buf_append(&b, ",", 1) : 0) | json_esc_append(&b, names[i], strlen(names[i]));
+        rc |= buf_append(&b, "]", 1);
+    }
+    rc |= buf_append(&b, "}", 2);
+    if (rc) {
+        buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
 static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const char *text, size_t len,
-                          const char *cid)
+                          const char *cid, const chat_attach_t *at)
 {
     chat_user_t *u = s->user;
     int64_t now = chat__now_ms();
@@ -250,7 +319,20 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
         chat__error(s, ref, "not_member", "Only members may send to this room; join it first.");
         return;
     }
-    chat_msg_t *m = chat__msg_new(r, chat__next_id(now), r->seq + 1, now, u->name, text, len, cid);
+    char names[CHAT_MENTIONS_MAX][CHAT_USER_MAX + 1];
+    uint32_t nm = chat__mentions(r, u->name, text, len, names, CHAT_MENTIONS_MAX);
+    char *meta = chat__meta(at, names, nm);
+    size_t nat = at ? at->n : 0;
+    chat_msg_t *m = chat__msg_new(r, chat__next_id(now), r->seq + 1, now, u->name, text, len, cid, meta);
+    free(meta);
+    if (m && (nm || nat)) {
+        m->xops = calloc(1 + nm + nat, sizeof *m->xops);
+        m->mentions = nm ? calloc(nm, sizeof *m->mentions) : NULL;
+        if (!m->xops || (nm && !m->mentions)) {
+            chat__msg_unref(m);
+            m = NULL;
+        }
+    }
     chat_waiter_t *w = calloc(1, sizeof *w);
     if (!m || !w) {
         uv_mutex_unlock(&r->lock);
@@ -261,6 +343,25 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
         return;
     }
     r->seq++;
+    size_t nops = 1;
+    for (uint32_t i = 0; i < nm; i++) {
+        chat_member_t *mb = chat__member(r, names[i]);
+        if (!mb || !(m->mentions[m->nmentions] = strdup(names[i]))) continue;
+        chat__member_mention(mb, m->seq);
+        m->xops[nops++] = (store_op_t){.kind = STORE_OP_MENTION,
+                                       .u.mention = {.room = r->id, .user = m->mentions[m->nmentions], .seq = m->seq}};
+        m->nmentions++;
+    }
+    if (nat) {
+        uv_mutex_lock(&chat__g.uploads_lock); /* a leaf lock */
+        for (size_t i = 0; i < nat; i++) {
+            chat__upload_link(at->ups[i]->id, at->ups[i]->type, at->ups[i]->size, at->ups[i]->created_at, NULL, r);
+            m->xops[nops++] = (store_op_t){.kind = STORE_OP_UPLOAD_ROOM,
+                                           .u.upload = {.id = at->ups[i]->id, .room = r->id}};
+        }
+        uv_mutex_unlock(&chat__g.uploads_lock);
+    }
+    if (m->xops) m->job.nops = nops;
     w->s = chat__session_ref(s);
     w->ref = chat__ref_hold(ref);
     m->waiters = w;
@@ -298,12 +399,58 @@ static int chat__check_text(chat_session_t *s, json_t *ref, size_t len, const ch
     return 0;
 }
 
+/* Resolves attachment ids: each must exist and be readable by the sender
+ * (its uploader, or a reader of a room it was posted in). Replies with the
+ * error and returns -1 otherwise. */
+static int chat__attach(chat_session_t *s, json_t *ref, const char *const *ids, size_t n, chat_attach_t *at)
+{
+    at->n = 0;
+    at->json = NULL;
+    if (!n) return 0;
+    if (n > CHAT_ATTACH_MAX) {
+        chat__error(s, ref, "bad_request", "A message carries at most 10 attachments.");
+        return -1;
+    }
+    buf_t b = {0};
+    int rc = buf_append(&b, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        char type[16];
+        int64_t size;
+        int c = ids[i] ? chat_upload_check(s->user->name, ids[i], type, sizeof type, &size) : SORI_ENOTFOUND;
+        if (c) {
+            buf_free(&b);
+            chat__error(s, ref, c == SORI_EPERM ? "forbidden" : "not_found",
+                        c == SORI_EPERM ? "An attachment is not yours to post." : "There is no upload with this id.");
+            return -1;
+        }
+        uv_mutex_lock(&chat__g.uploads_lock);
+        at->ups[at->n++] = chat__upload_get(ids[i]); /* uploads live as long as the node */
+        uv_mutex_unlock(&chat__g.uploads_lock);
+        char num[64];
+        snprintf(num, sizeof num, "\",\"type\":\"%s\",\"size\":%lld}", type, (long long)size);
+        rc |= buf_append(&b, i ? ",{\"id\":\"" : "{\"id\":\"", i ? 8 : 7) | buf_append(&b, ids[i], strlen(ids[i])) |
+              buf_append(&b, LIT("\",\"url\":\"/uploads/")) | buf_append(&b, ids[i], strlen(ids[i])) |
+              buf_append(&b, num, strlen(num));
+    }
+    rc |= buf_append(&b, "]", 2);
+    if (rc) {
+        buf_free(&b);
+        chat__error(s, ref, "internal", "Out of memory.");
+        return -1;
+    }
+    at->json = b.data;
+    return 0;
+}
+
 void chat_send(chat_session_t *s, json_t *ref, const char *room, const char *text, size_t len,
-               const char *cid)
+               const char *cid, const char *const *attachments, size_t nattach)
 {
     if (chat__check_text(s, ref, len, cid)) return;
     chat_room_t *r = chat__find_room(s, ref, room);
-    if (r) chat__send_to(s, ref, r, text, len, cid);
+    chat_attach_t at;
+    if (!r || chat__attach(s, ref, attachments, nattach, &at)) return;
+    chat__send_to(s, ref, r, text, len, cid, &at);
+    free(at.json);
 }
 
 void chat_dm(chat_session_t *s, json_t *ref, const char *to, const char *text, size_t len,
@@ -350,7 +497,7 @@ void chat_dm(chat_session_t *s, json_t *ref, const char *to, const char *text, s
      * these tasks run before the message's fan-out (FIFO inboxes). */
     for (int i = 0; i < 2; i++)
         if (added[i] == 1) chat__user_subscribe(both[i], r, 1);
-    chat__send_to(s, ref, r, text, len, cid);
+    chat__send_to(s, ref, r, text, len, cid, NULL);
 }
 
 /* ---- history ---- */
@@ -375,6 +522,7 @@ static int chat__hread_row(void *arg, const store_msg_t *sm)
                           (json_int_t)sm->seq, "from", sm->from, "text", sm->text, sm->text_len, "ts",
                           (json_int_t)sm->ts);
     if (o && sm->cid) json_object_set_new(o, "cid", json_string(sm->cid));
+    chat__obj_add_meta(o, sm->meta);
     return o ? json_array_append_new(h->msgs, o) : SORI_ENOMEM;
 }
 
@@ -491,9 +639,10 @@ void chat_rooms(chat_session_t *s, json_t *ref, int public_directory)
             chat_member_t *m = chat__member(r, u->name);
             int64_t last_read = m ? m->last_read : 0;
             int64_t unread = r->committed > last_read ? r->committed - last_read : 0;
-            json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I}", "id", r->id, "kind", chat__kind_name(r->kind),
-                                  "title", r->title, "seq", (json_int_t)r->committed, "last_read",
-                                  (json_int_t)last_read, "unread", (json_int_t)unread);
+            json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "id", r->id, "kind",
+                                  chat__kind_name(r->kind), "title", r->title, "seq", (json_int_t)r->committed,
+                                  "last_read", (json_int_t)last_read, "unread", (json_int_t)unread, "mentions",
+                                  (json_int_t)(m ? m->nment : 0));
             if (r->ring_n)
                 json_object_set_new(o, "last_message",
                                     chat__msg_obj(r->ring[(r->ring_head + r->ring_n - 1) % r->ring_cap]));
@@ -735,6 +884,7 @@ void chat_read(chat_session_t *s, json_t *ref, const char *room, int64_t seq)
     }
     int moved = seq > m->last_read;
     if (moved) m->last_read = seq;
+    chat__member_read(m, m->last_read);
     int64_t stored = m->last_read;
     uv_mutex_unlock(&r->lock);
     if (moved) {
@@ -794,4 +944,108 @@ void chat_presence(chat_session_t *s, json_t *ref, const char *const *users, siz
         json_array_append_new(list, o);
     }
     chat__reply(s, ref, json_pack("{s:s, s:o}", "type", "presence", "users", list));
+}
+
+/* ---- search ---- */
+
+typedef struct {
+    store_read_t rd;
+    chat_session_t *s;
+    json_t *ref;
+    store_search_t q;
+    char *match, *rooms_json, *room;
+    json_t *results;
+} chat_sread_t;
+
+static int chat__sread_row(void *arg, const store_msg_t *sm)
+{
+    chat_sread_t *h = arg;
+    char id[24];
+    snprintf(id, sizeof id, "%llu", (unsigned long long)sm->id);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s%, s:I}", "room", sm->room, "id", id, "seq",
+                          (json_int_t)sm->seq, "from", sm->from, "text", sm->text, sm->text_len, "ts",
+                          (json_int_t)sm->ts);
+    if (o && sm->cid) json_object_set_new(o, "cid", json_string(sm->cid));
+    chat__obj_add_meta(o, sm->meta);
+    return o ? json_array_append_new(h->results, o) : SORI_ENOMEM;
+}
+
+static void chat__sread_run(store_read_t *rd, const store_type_t *type, store_backend_t *b)
+{
+    chat_sread_t *h = rd->arg;
+    if (!b || !type->search || type->search(b, &h->q, chat__sread_row, h) < 0) {
+        chat__error(h->s, h->ref, "unavailable", "Search is not available right now; try again.");
+    } else {
+        chat__reply(h->s, h->ref, json_pack("{s:s, s:o}", "type", "search", "results", h->results));
+        h->results = NULL;
+    }
+    json_decref(h->results);
+    json_decref(h->ref);
+    chat__session_unref(h->s);
+    free(h->match);
+    free(h->rooms_json);
+    free(h->room);
+    free(h);
+}
+
+/* q as an FTS5 query that cannot be a syntax error: every word a quoted
+ * string (quotes doubled), all of them required. NULL if q has no word. */
+static char *chat__fts_match(const char *q)
+{
+    buf_t b = {0};
+    int rc = 0, words = 0;
+    for (const char *p = q; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+        if (!*p) break;
+        rc |= words ? buf_append(&b, " \"", 2) : buf_append(&b, "\"", 1);
+        words++;
+        for (; *p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r'; p++)
+            rc |= *p == '"' ? buf_append(&b, "\"\"", 2) : buf_append(&b, p, 1);
+        rc |= buf_append(&b, "\"", 1);
+    }
+    rc |= buf_append(&b, "", 1);
+    if (rc || !words) {
+        buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
+void chat_search(chat_session_t *s, json_t *ref, const char *q, const char *room, int limit)
+{
+    if (!q || strlen(q) > 512) {
+        chat__error(s, ref, "bad_request", "q is the text to search for (at most 512 bytes).");
+        return;
+    }
+    chat_room_t *only = NULL;
+    if (room && !(only = chat__visible_room(s, ref, room))) return;
+    chat_sread_t *h = calloc(1, sizeof *h);
+    if (!h) {
+        chat__error(s, ref, "internal", "Out of memory.");
+        return;
+    }
+    if (!(h->match = chat__fts_match(q))) {
+        free(h);
+        chat__error(s, ref, "bad_request", "q needs at least one word.");
+        return;
+    }
+    /* The caller's rooms (private and dm ones matter; public ones are
+     * readable by everyone anyway). */
+    json_t *rooms = json_array();
+    chat_user_t *u = s->user;
+    uv_mutex_lock(&u->lock);
+    for (size_t i = 0; i < u->rooms.nbuckets; i++)
+        for (map_entry_t *e = u->rooms.buckets[i]; e; e = e->next)
+            if (((chat_room_t *)e->value)->kind != 'p') json_array_append_new(rooms, json_string(e->key));
+    uv_mutex_unlock(&u->lock);
+    h->rooms_json = json_dumps(rooms, JSON_COMPACT);
+    json_decref(rooms);
+    h->room = only ? strdup(only->id) : NULL;
+    h->s = chat__session_ref(s);
+    h->ref = chat__ref_hold(ref);
+    h->results = json_array();
+    h->q = (store_search_t){.match = h->match, .rooms_json = h->rooms_json, .room = h->room, .limit = limit};
+    h->rd.run = chat__sread_run;
+    h->rd.arg = h;
+    store_read(chat__g.store, &h->rd);
 }

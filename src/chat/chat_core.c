@@ -23,13 +23,13 @@
 #include "util/err.h"
 #include "util/json_esc.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CHAT_ID_EPOCH_MS 1704067200000LL
-#define LIT(s) (s), sizeof(s) - 1 /* a string literal and its length */
 #define CHAT_CATCHUP_PAGE 500
 
 chat_t chat__g;
@@ -163,14 +163,24 @@ json_t *chat__msg_obj(const chat_msg_t *m)
     json_object_set_new(o, "text", json_stringn(m->text, m->text_len));
     json_object_set_new(o, "ts", json_integer(m->ts));
     if (m->cid) json_object_set_new(o, "cid", json_string(m->cid));
+    chat__obj_add_meta(o, m->meta);
     return o;
 }
 
-chat_msg_t *chat__msg_new(chat_room_t *room, uint64_t id, int64_t seq, int64_t ts, const char *from,
-                          const char *text, size_t len, const char *cid)
+void chat__obj_add_meta(json_t *o, const char *meta)
 {
-    size_t fl = strlen(from), cl = cid ? strlen(cid) : 0;
-    chat_msg_t *m = calloc(1, sizeof *m + fl + 1 + len + 1 + (cid ? cl + 1 : 0));
+    if (!meta || !o) return;
+    json_t *mo = json_loads(meta, 0, NULL);
+    if (json_is_object(mo)) json_object_update(o, mo);
+    json_decref(mo);
+}
+
+chat_msg_t *chat__msg_new(chat_room_t *room, uint64_t id, int64_t seq, int64_t ts, const char *from,
+                          const char *text, size_t len, const char *cid, const char *meta)
+{
+    size_t fl = strlen(from), cl = cid ? strlen(cid) : 0, ml = meta ? strlen(meta) : 0;
+    if (ml < 2 || meta[0] != '{' || meta[ml - 1] != '}') ml = 0, meta = NULL;
+    chat_msg_t *m = calloc(1, sizeof *m + fl + 1 + len + 1 + (cid ? cl + 1 : 0) + (meta ? ml + 1 : 0));
     if (!m) return NULL;
     atomic_init(&m->refs, 1);
     m->room = room;
@@ -185,6 +195,8 @@ chat_msg_t *chat__msg_new(chat_room_t *room, uint64_t id, int64_t seq, int64_t t
     m->text_len = len;
     p += len + 1;
     if (cid) m->cid = memcpy(p, cid, cl + 1);
+    p += cid ? cl + 1 : 0;
+    if (meta) m->meta = memcpy(p, meta, ml + 1);
     /* The event, encoded once by hand (the same fields and order as
      * chat__msg_obj): this runs for every message sent. */
     buf_t b = {0};
@@ -196,6 +208,7 @@ chat_msg_t *chat__msg_new(chat_room_t *room, uint64_t id, int64_t seq, int64_t t
     snprintf(num, sizeof num, ",\"ts\":%lld", (long long)ts);
     rc |= buf_append(&b, num, strlen(num));
     if (cid) rc |= buf_append(&b, LIT(",\"cid\":")) | json_esc_append(&b, cid, cl);
+    if (meta && ml > 2) rc |= buf_append(&b, ",", 1) | buf_append(&b, meta + 1, ml - 2); /* its fields */
     rc |= buf_append(&b, "}", 2); /* with the NUL */
     if (rc) {
         buf_free(&b);
@@ -236,6 +249,9 @@ void chat__msg_unref(chat_msg_t *m)
         if (v && chat__cache_destroy[i]) chat__cache_destroy[i](v);
     }
     free(m->json);
+    for (uint32_t i = 0; i < m->nmentions; i++) free(m->mentions[i]);
+    free(m->mentions);
+    free(m->xops);
     free(m);
 }
 
@@ -515,6 +531,7 @@ static void chat__fanout_task(net_worker_t *w, void *arg)
     chat_fanout_t *f = arg;
     chat_subs_t *list = &f->room->subs[w->index];
     chat_msg_t *m = f->m;
+    uint64_t delivered = 0;
     for (uint32_t i = 0; i < list->n; i++) {
         chat_sub_t *sub = list->v[i];
         chat_session_t *s = sub->s;
@@ -522,9 +539,11 @@ static void chat__fanout_task(net_worker_t *w, void *arg)
         if (!m->is_event) {
             if (sub->catching_up || m->seq <= sub->last_seq) continue;
             sub->last_seq = m->seq;
+            delivered++;
         }
         s->sink->message(s, m);
     }
+    if (delivered) metrics_add(M_DELIVERIES, delivered);
     chat__msg_unref(m);
     chat__session_unref(f->except);
     free(f);
@@ -713,6 +732,7 @@ static chat_waiter_t *chat__commit_locked(chat_msg_t *m)
 
 static void chat__ack_waiters(chat_msg_t *m, chat_waiter_t *w)
 {
+    metrics_inc(M_MESSAGES_IN);
     while (w) {
         chat_waiter_t *next = w->next;
         chat__reply_ack(w->s, w->ref, m->room, m->id, m->seq, m->ts);
@@ -736,9 +756,10 @@ static void chat__msg_job_done(store_job_t *job, int status)
             m->waiters = NULL;
         }
         uv_mutex_unlock(&m->room->lock);
-        if (status == 0)
+        if (status == 0) {
             chat__ack_waiters(m, w);
-        else
+            chat__push_msg(m);
+        } else {
             while (w) {
                 chat_waiter_t *next = w->next;
                 chat__error(w->s, w->ref, "unavailable", "The store is shutting down; resend.");
@@ -747,6 +768,7 @@ static void chat__msg_job_done(store_job_t *job, int status)
                 free(w);
                 w = next;
             }
+        }
     }
     chat__msg_unref(m);
 }
@@ -755,9 +777,15 @@ void chat__write_msg(chat_msg_t *m)
 {
     m->op.kind = STORE_OP_MESSAGE;
     m->op.u.msg = (store_msg_t){.id = m->id, .seq = m->seq, .ts = m->ts, .room = m->room->id,
-                                .from = m->from, .text = m->text, .text_len = m->text_len, .cid = m->cid};
-    m->job.ops = &m->op;
-    m->job.nops = 1;
+                                .from = m->from, .text = m->text, .text_len = m->text_len, .cid = m->cid,
+                                .meta = m->meta};
+    if (m->xops) {
+        m->xops[0] = m->op;
+        m->job.ops = m->xops; /* nops set by the sender */
+    } else {
+        m->job.ops = &m->op;
+        m->job.nops = 1;
+    }
     m->job.done = chat__msg_job_done;
     m->job.arg = chat__msg_ref(m);
     store_write(chat__g.store, &m->job);
@@ -775,6 +803,7 @@ void chat__ack_now(chat_msg_t *m)
     chat_waiter_t *w = m->waiters;
     m->waiters = NULL;
     chat__ack_waiters(m, w);
+    chat__push_msg(m);
 }
 
 /* ---- catch-up ---- */
@@ -832,7 +861,7 @@ static int chat__cread_row(void *arg, const store_msg_t *sm)
         c->msgs = v;
         c->cap = cap;
     }
-    chat_msg_t *m = chat__msg_new(c->room, sm->id, sm->seq, sm->ts, sm->from, sm->text, sm->text_len, sm->cid);
+    chat_msg_t *m = chat__msg_new(c->room, sm->id, sm->seq, sm->ts, sm->from, sm->text, sm->text_len, sm->cid, sm->meta);
     if (!m) return SORI_ENOMEM;
     m->committed = 1;
     c->msgs[c->n++] = m;
@@ -1075,7 +1104,62 @@ static int chat__load_user(void *arg, const store_user_t *su)
     u->known = 1;
     u->created_at = su->created_at;
     u->last_seen = su->last_seen;
+    if (su->pw_hash && !u->pw_hash && !(u->pw_hash = strdup(su->pw_hash))) return SORI_ENOMEM;
     return 0;
+}
+
+static int chat__load_upload(void *arg, const store_upload_t *su)
+{
+    (void)arg;
+    chat_user_t *u = su->user ? chat__user_get(su->user, 1) : NULL;
+    chat_room_t *r = su->room ? chat__room_get(su->room) : NULL;
+    if (!u && !r) return 0;
+    return chat__upload_link(su->id, su->type, su->size, su->created_at, u, r);
+}
+
+static int chat__load_mention(void *arg, const store_mention_t *sm)
+{
+    (void)arg;
+    chat_room_t *r = chat__room_get(sm->room);
+    chat_member_t *m = r ? map_get(&r->members, sm->user, strlen(sm->user)) : NULL;
+    if (m && sm->seq > m->last_read) chat__member_mention(m, sm->seq);
+    return 0;
+}
+
+void chat__member_mention(chat_member_t *m, int64_t seq)
+{
+    if (m->nment && m->ment[m->nment - 1] >= seq) return;
+    if (m->nment == CHAT_MENTIONS_KEPT) {
+        memmove(m->ment, m->ment + 1, (m->nment - 1) * sizeof *m->ment);
+        m->nment--;
+    }
+    /* grows by powers of two: 1, 2, 4, ... */
+    if ((m->nment & (m->nment - 1)) == 0) {
+        int64_t *v = realloc(m->ment, (m->nment ? m->nment * 2 : 1) * sizeof *v);
+        if (!v) return;
+        m->ment = v;
+    }
+    m->ment[m->nment++] = seq;
+}
+
+void chat__member_read(chat_member_t *m, int64_t seq)
+{
+    uint32_t k = 0;
+    while (k < m->nment && m->ment[k] <= seq) k++;
+    if (!k) return;
+    memmove(m->ment, m->ment + k, (m->nment - k) * sizeof *m->ment);
+    m->nment -= k;
+    if (!m->nment) {
+        free(m->ment);
+        m->ment = NULL;
+    }
+}
+
+void chat__member_free(chat_member_t *m)
+{
+    if (!m) return;
+    free(m->ment);
+    free(m);
 }
 
 static char chat__kind_code(const char *kind)
@@ -1114,7 +1198,7 @@ static int chat__load_recent(void *arg, const store_msg_t *sm)
     (void)arg;
     chat_room_t *r = chat__room_get(sm->room);
     if (!r) return 0;
-    chat_msg_t *m = chat__msg_new(r, sm->id, sm->seq, sm->ts, sm->from, sm->text, sm->text_len, sm->cid);
+    chat_msg_t *m = chat__msg_new(r, sm->id, sm->seq, sm->ts, sm->from, sm->text, sm->text_len, sm->cid, sm->meta);
     if (!m) return SORI_ENOMEM;
     m->committed = 1;
     chat__ring_push(r, m);
@@ -1199,10 +1283,12 @@ int chat_init(const chat_config_t *cfg, const store_type_t *type, const char *ur
     uv_rwlock_init(&chat__g.rooms_lock);
     uv_rwlock_init(&chat__g.users_lock);
     uv_mutex_init(&chat__g.id_lock);
+    uv_mutex_init(&chat__g.uploads_lock);
     chat__g.store = store_open(type, url, cfg->durability, cfg->flush_ms, err, errlen);
     if (!chat__g.store) return SORI_EIO;
     store_load_cb_t cb = {.user = chat__load_user, .room = chat__load_room, .member = chat__load_member,
-                          .recent = chat__load_recent, .idem = chat__load_idem};
+                          .recent = chat__load_recent, .idem = chat__load_idem, .upload = chat__load_upload,
+                          .mention = chat__load_mention};
     int rc = store_load(chat__g.store, cfg->ring > 0 ? cfg->ring : 1, chat__now_ms() - CHAT_IDEM_MS, &cb);
     if (rc) {
         snprintf(err, errlen, "cannot load the store: %s", sori_strerror(rc));
@@ -1213,12 +1299,28 @@ int chat_init(const chat_config_t *cfg, const store_type_t *type, const char *ur
     return 0;
 }
 
+void chat_counts(uint64_t *rooms, uint64_t *users)
+{
+    uv_rwlock_rdlock(&chat__g.rooms_lock);
+    *rooms = chat__g.rooms.count;
+    uv_rwlock_rdunlock(&chat__g.rooms_lock);
+    uv_rwlock_rdlock(&chat__g.users_lock);
+    *users = chat__g.users.count;
+    uv_rwlock_rdunlock(&chat__g.users_lock);
+}
+
 int chat_unhealthy(void) { return chat__g.store && store_failing(chat__g.store); }
 
 static void chat__free_member(const char *k, size_t kl, void *v, void *arg)
 {
     (void)k, (void)kl, (void)arg;
-    free(v);
+    chat__member_free(v);
+}
+
+static void chat__free_upload(const char *k, size_t kl, void *v, void *arg)
+{
+    (void)k, (void)kl, (void)arg;
+    chat__upload_free(v);
 }
 
 static void chat__free_room(const char *k, size_t kl, void *v, void *arg)
@@ -1252,6 +1354,7 @@ static void chat__free_user(const char *k, size_t kl, void *v, void *arg)
     map_free(&u->rooms);
     free(u->sessions);
     free(u->watchers);
+    free(u->pw_hash);
     uv_mutex_destroy(&u->lock);
     free(u);
 }
@@ -1264,6 +1367,9 @@ void chat_shutdown(void)
     map_free(&chat__g.rooms);
     map_each(&chat__g.users, chat__free_user, NULL);
     map_free(&chat__g.users);
+    map_each(&chat__g.uploads, chat__free_upload, NULL);
+    map_free(&chat__g.uploads);
+    uv_mutex_destroy(&chat__g.uploads_lock);
     uv_rwlock_destroy(&chat__g.rooms_lock);
     uv_rwlock_destroy(&chat__g.users_lock);
     uv_mutex_destroy(&chat__g.id_lock);

@@ -24,6 +24,7 @@
 #define CHAT_ROOM_MAX 72  /* "dm:" + 32 + ":" + 32 = 68 (rounded up), and 64 for other rooms */
 #define CHAT_USER_MAX 32
 #define CHAT_IDEM_MS (24LL * 3600 * 1000)
+#define LIT(s) (s), sizeof(s) - 1 /* a string literal and its length */
 
 typedef struct chat_room chat_room_t;
 typedef struct chat_user chat_user_t;
@@ -48,8 +49,24 @@ typedef struct {
 
 typedef struct {
     char role;         /* 'o' owner, 'a' admin, 'm' member */
+    uint32_t nment;    /* unread mentions of this member: their seqs, ascending */
     int64_t last_read;
+    int64_t *ment;     /* at most CHAT_MENTIONS_KEPT (the oldest are dropped) */
 } chat_member_t;
+
+#define CHAT_MENTIONS_KEPT 999
+
+/* An upload (chat_account.c): who uploaded it, where it was posted. */
+typedef struct {
+    char id[65];
+    char type[16];
+    int64_t size;
+    int64_t created_at;
+    chat_user_t **owners;
+    uint32_t nowners, capowners;
+    chat_room_t **rooms;
+    uint32_t nrooms, caprooms;
+} chat_upload_t;
 
 struct chat_room {
     char id[CHAT_ROOM_MAX + 1];
@@ -78,6 +95,7 @@ struct chat_user {
     uint8_t known; /* has connected or is stored; else only watched by presence */
     map_t rooms; /* room id -> chat_room_t* we are a member of */
     map_t idem;  /* cid -> chat_idem_t*, 24 h; swept every 1024 inserts */
+    char *pw_hash; /* an account's argon2id string, or NULL */
     uint32_t idem_inserts;
 };
 
@@ -122,11 +140,15 @@ struct chat_msg {
     char *json;       /* the event as sent */
     size_t json_len;
     _Atomic(void *) cache[2];
+    char *meta;            /* {"attachments":[...],"mentions":[...]} as stored, or NULL */
+    char **mentions;       /* member names mentioned as @name (in meta's block) */
+    uint32_t nmentions;
     /* until committed (guarded by room->lock) */
     int committed;
     chat_waiter_t *waiters; /* the sender and idempotent resends awaiting the ack */
     store_job_t job;
     store_op_t op;
+    store_op_t *xops; /* op and the mention / attachment rows, when there are any */
 };
 
 typedef struct {
@@ -139,6 +161,8 @@ typedef struct {
     uv_mutex_t id_lock;
     int64_t id_ms;
     uint32_t id_ctr;
+    uv_mutex_t uploads_lock; /* a leaf lock */
+    map_t uploads;           /* id -> chat_upload_t* */
 } chat_t;
 
 extern chat_t chat__g;
@@ -155,13 +179,20 @@ const char *chat__kind_name(char kind);
 const char *chat__role_name(char role);
 
 chat_msg_t *chat__msg_new(chat_room_t *room, uint64_t id, int64_t seq, int64_t ts, const char *from,
-                          const char *text, size_t len, const char *cid);
+                          const char *text, size_t len, const char *cid, const char *meta);
 chat_msg_t *chat__event_new(json_t *obj); /* obj borrowed */
 chat_msg_t *chat__msg_ref(chat_msg_t *m);
 void chat__msg_unref(chat_msg_t *m);
 /* {room, id, seq, from, text, ts, cid?} without "type" (new reference). */
 json_t *chat__msg_obj(const chat_msg_t *m);
+/* Merges a message's meta fields (attachments, mentions) into o. */
+void chat__obj_add_meta(json_t *o, const char *meta);
 void chat__ring_push(chat_room_t *r, chat_msg_t *m); /* room lock held */
+/* After m is committed (no lock held): push notifications to the offline
+ * users it concerns: the other member of a dm room, the mentioned members
+ * (chat_push.c). Never blocks. */
+void chat__push_msg(chat_msg_t *m);
+
 
 /* A private copy of a command's ref, to keep past the command: jansson's
  * refcounts are not safe to share between threads, so a json_t never is. */
@@ -204,5 +235,16 @@ void chat__idem_sweep(chat_user_t *u, int64_t now);
 /* Delivers what sub missed (ring, else the store page by page), then
  * replies `joined` when announce is set (worker thread). */
 void chat__catchup(chat_sub_t *sub, json_t *ref, int announce);
+
+/* Uploads (chat_account.c), uploads_lock held for both. */
+chat_upload_t *chat__upload_get(const char *id);
+int chat__upload_link(const char *id, const char *type, int64_t size, int64_t created_at, chat_user_t *owner,
+                      chat_room_t *room);
+void chat__upload_free(chat_upload_t *up);
+/* Adds a mention seq to a member (room lock held). */
+void chat__member_mention(chat_member_t *m, int64_t seq);
+/* Drops a member's mentions up to seq (room lock held). */
+void chat__member_read(chat_member_t *m, int64_t seq);
+void chat__member_free(chat_member_t *m);
 
 #endif

@@ -2,8 +2,8 @@
  * http_server.c: the HTTP/1.1 connection handler: request framing,
  * keep-alive, limits, routing and response encoding.
  *
- * Owns no memory per connection beyond a few flag bits kept in conn->hdata:
- * the request head is parsed from the connection's input on each attempt
+ * Owns no memory per connection beyond a few flag bits kept in conn->hdata
+ * (and, while an answer is deferred, its small http_pending_t): the request head is parsed from the connection's input on each attempt
  * into a stack http_request_t (2 KiB), and the request is answered before
  * on_data returns. Pipelined requests are answered in order. Limits: head
  * over http-max-header -> 431, body over http-max-body -> 413, malformed ->
@@ -18,6 +18,7 @@
 #include "util/config.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #include <jansson.h>
 #include <stdatomic.h>
@@ -28,14 +29,23 @@
 
 #define HTTP_MAX_ROUTES 64
 
-/* conn->hdata bits */
-enum { HTTP__IN_REQUEST = 1, HTTP__SENT_CONTINUE = 2 };
+/* conn->hdata: these bits, or (while a request is deferred) a pointer to
+ * its http_pending_t, told apart by value (malloc'd pointers are >= 16). */
+enum { HTTP__IN_REQUEST = 1, HTTP__SENT_CONTINUE = 2, HTTP__PENDING_MIN = 16 };
+
+struct http_pending {
+    conn_t *c; /* NULL once the connection is gone */
+    net_worker_t *w;
+    int keep_alive;
+    int head_only;
+};
 
 typedef struct {
     const char *method;
     const char *path;
     size_t len;
     int prefix;
+    uint64_t max_body; /* 0: http-max-body */
     http_handler_fn fn;
 } http_route_t;
 
@@ -49,6 +59,11 @@ int http_is_draining(void) { return atomic_load(&http__draining); }
 
 void http_route_add(const char *method, const char *path, http_handler_fn fn)
 {
+    http_route_add_limit(method, path, fn, 0);
+}
+
+void http_route_add_limit(const char *method, const char *path, http_handler_fn fn, uint64_t max_body)
+{
     if (http__nroutes == HTTP_MAX_ROUTES) abort();
     http_route_t *rt = &http__routes[http__nroutes++];
     size_t len = strlen(path);
@@ -57,6 +72,19 @@ void http_route_add(const char *method, const char *path, http_handler_fn fn)
     rt->prefix = len && path[len - 1] == '*';
     rt->len = rt->prefix ? len - 1 : len;
     rt->fn = fn;
+    rt->max_body = max_body;
+}
+
+/* The body limit of the first route whose path matches (any method). */
+static uint64_t http__body_limit(slice_t path)
+{
+    for (int i = 0; i < http__nroutes; i++) {
+        const http_route_t *rt = &http__routes[i];
+        if (rt->prefix ? (path.len >= rt->len && memcmp(path.p, rt->path, rt->len) == 0)
+                       : (path.len == rt->len && memcmp(path.p, rt->path, rt->len) == 0))
+            return rt->max_body ? rt->max_body : (uint64_t)sori_config.http_max_body;
+    }
+    return (uint64_t)sori_config.http_max_body;
 }
 
 /* ---- responses ---- */
@@ -79,6 +107,7 @@ static const char *http__date(void)
 static void http__finish(http_req_t *r)
 {
     r->answered = 1;
+    metrics_inc(M_HTTP_REQUESTS);
     if (!r->keep_alive) conn_close(r->c, CONN_CLOSE_LINGER);
 }
 
@@ -171,6 +200,64 @@ void http_healthz_handle(http_req_t *r)
 void http_not_found_handle(http_req_t *r)
 {
     http_respond_error(r, 404, "not_found", "There is nothing at this path.");
+}
+
+/* ---- deferred answers ---- */
+
+static http_pending_t *http__pending_of(conn_t *c)
+{
+    return (uintptr_t)c->hdata >= HTTP__PENDING_MIN ? c->hdata : NULL;
+}
+
+http_pending_t *http_defer(http_req_t *r)
+{
+    http_pending_t *p = calloc(1, sizeof *p);
+    if (!p) {
+        http_respond_error(r, 500, "internal", "Out of memory.");
+        return NULL;
+    }
+    p->c = r->c;
+    p->w = r->c->w;
+    p->keep_alive = r->keep_alive;
+    p->head_only = r->head_only;
+    r->deferred = 1;
+    r->answered = 1; /* by the pending request, later */
+    r->c->hdata = p;
+    conn_pause_read(r->c);
+    conn_set_deadline(r->c, (uint32_t)(sori_config.http_idle_timeout_ms + 999) / 1000 + 1);
+    return p;
+}
+
+net_worker_t *http_pending_worker(const http_pending_t *p) { return p->w; }
+
+void http_pending_respond(http_pending_t *p, int status, const char *content_type,
+                          const char *extra_headers, const void *body, size_t len)
+{
+    conn_t *c = p->c;
+    if (c) {
+        c->hdata = NULL;
+        http_req_t r = {.c = c, .keep_alive = p->keep_alive, .head_only = p->head_only};
+        http_respond(&r, status, content_type, extra_headers, body, len);
+        if (!(c->flags & CONN_CLOSING)) {
+            conn_set_deadline(c, (uint32_t)(sori_config.http_idle_timeout_ms + 999) / 1000 + 1);
+            conn_resume_read(c);
+        }
+    }
+    free(p);
+}
+
+void http_pending_json(http_pending_t *p, int status, const char *json, size_t len)
+{
+    http_pending_respond(p, status, "application/json", NULL, json, len);
+}
+
+void http_pending_error(http_pending_t *p, int status, const char *code, const char *message)
+{
+    json_t *o = json_pack("{s:s, s:s}", "error", code, "message", message);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    http_pending_json(p, status, s ? s : "{}", s ? strlen(s) : 2);
+    free(s);
+    json_decref(o);
 }
 
 /* ---- routing ---- */
@@ -276,7 +363,7 @@ static size_t http__on_data(conn_t *c, char *data, size_t len)
             return len;
         }
     }
-    if (body_len > (uint64_t)cfg->http_max_body) {
+    if (body_len > http__body_limit(req.path)) {
         http__fail(c, 413, "too_large", "The request body is larger than the server accepts.");
         return len;
     }
@@ -301,6 +388,7 @@ static size_t http__on_data(conn_t *c, char *data, size_t len)
 
     http__set_flags(c, 0);
     http__route(&r);
+    if (r.deferred) return (size_t)n + (size_t)body_len;
     if (c->h == &http__handler && !(c->flags & CONN_CLOSING))
         conn_set_deadline(c, (uint32_t)(cfg->http_idle_timeout_ms + 999) / 1000 + 1);
     return (size_t)n + (size_t)body_len;
@@ -308,14 +396,36 @@ static size_t http__on_data(conn_t *c, char *data, size_t len)
 
 static void http__on_timeout(conn_t *c)
 {
+    http_pending_t *p = http__pending_of(c);
+    if (p) {
+        /* The answer never came: say so and close; it is dropped if it comes. */
+        p->keep_alive = 0;
+        p->c = NULL;
+        c->hdata = NULL;
+        http_req_t r = {.c = c, .keep_alive = 0};
+        http_respond_error(&r, 503, "unavailable", "The server could not answer in time; try again.");
+        return;
+    }
     if (http__flags(c) & HTTP__IN_REQUEST)
         http__fail(c, 408, "bad_request", "The request did not arrive in time.");
     else
         conn_close(c, CONN_CLOSE_NOW);
 }
 
+static void http__on_free(conn_t *c)
+{
+    http_pending_t *p = http__pending_of(c);
+    if (p) p->c = NULL; /* its answer will be dropped, and p freed, when it comes */
+    c->hdata = NULL;
+}
+
 static void http__on_shutdown(conn_t *c)
 {
+    http_pending_t *p = http__pending_of(c);
+    if (p) {
+        p->keep_alive = 0; /* answered when it comes, then closed */
+        return;
+    }
     if (http__flags(c) & HTTP__IN_REQUEST)
         http__fail(c, 503, "unavailable", "The server is shutting down.");
     else
@@ -326,6 +436,7 @@ static const conn_handler_t http__handler = {
     .on_data = http__on_data,
     .on_timeout = http__on_timeout,
     .on_shutdown = http__on_shutdown,
+    .on_free = http__on_free,
 };
 
 void http_accept(conn_t *c)

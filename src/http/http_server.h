@@ -19,6 +19,7 @@ typedef struct {
     int keep_alive;
     int head_only; /* HEAD: headers only */
     int answered;
+    int deferred; /* http_defer was called */
 } http_req_t;
 
 typedef void (*http_handler_fn)(http_req_t *r);
@@ -32,6 +33,9 @@ void http_accept(conn_t *c);
  * checks). Call before net_start; not thread-safe.
  */
 void http_route_add(const char *method, const char *path, http_handler_fn fn);
+/* As http_route_add with its own request body limit (uploads); the first
+ * route matching the path decides the limit. */
+void http_route_add_limit(const char *method, const char *path, http_handler_fn fn, uint64_t max_body);
 
 /*
  * Answers r: status line, Date, Server, Content-Length, Connection, the
@@ -48,6 +52,25 @@ void http_respond_sbuf(http_req_t *r, int status, const char *content_type,
 void http_respond_error(http_req_t *r, int status, const char *code, const char *message);
 /* A JSON body with status. */
 void http_respond_json(http_req_t *r, int status, const char *json, size_t len);
+
+/*
+ * Deferred answers, for handlers whose answer comes later (a store commit,
+ * a password hash on the thread pool). The handler calls http_defer and
+ * returns without answering; the connection stops reading (pipelined
+ * requests wait, so answers stay in order) until the pending request is
+ * answered, exactly once, on the connection's worker thread, with one of
+ * the http_pending_* calls, which also free it. If the connection closes
+ * first the answer is discarded. A request not answered within
+ * http-idle-timeout gets 503 and the connection closes.
+ */
+typedef struct http_pending http_pending_t;
+http_pending_t *http_defer(http_req_t *r); /* NULL: out of memory (r answered 500) */
+void http_pending_respond(http_pending_t *p, int status, const char *content_type,
+                          const char *extra_headers, const void *body, size_t len);
+void http_pending_json(http_pending_t *p, int status, const char *json, size_t len);
+void http_pending_error(http_pending_t *p, int status, const char *code, const char *message);
+/* The worker the pending request belongs to (for posting its answer). */
+net_worker_t *http_pending_worker(const http_pending_t *p);
 
 /* GET /healthz: 200 {"status":"ok"}, or 503 {"status":"draining"}. */
 void http_healthz_handle(http_req_t *r);

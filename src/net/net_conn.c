@@ -16,6 +16,7 @@
 #include "net/net_internal.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -146,6 +147,7 @@ conn_t *net__conn_new(net_worker_t *w, int fd, const struct sockaddr_storage *ss
     }
     w->nconns++;
     net__conn_count_add(1);
+    metrics_inc(M_CONNECTIONS_ACCEPTED);
     net__wheel_link(w, c);
     conn__update_poll(c);
     return c;

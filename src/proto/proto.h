@@ -8,6 +8,8 @@
 
 #include "http/http_server.h"
 
+#include <jansson.h>
+
 /* Registers the front ends' per-message caches with chat (once, at start). */
 void proto_init(void);
 
@@ -23,5 +25,18 @@ void proto_echo_route(http_req_t *r);
  * it already answered r with (401 with a JSON body, 400 for a bad name).
  */
 int proto_identify(http_req_t *r, char *user);
+
+/* The REST API (PROTOCOL.md §7): registers its routes. */
+void proto_rest_routes(void);
+void proto_rest_free(void);
+/* The image type named by a file's first bytes ("image/png", "image/jpeg",
+ * "image/gif", "image/webp"), or NULL. */
+const char *proto_image_type(const unsigned char *p, size_t n);
+
+#define PROTO_ATTACH_MAX 10
+/* Reads a command's "attachments" (absent, null, or an array of at most
+ * PROTO_ATTACH_MAX {"id": "..."} objects or id strings) into ids (borrowed
+ * from v). 0, or -1 when malformed. */
+int proto_attachments(json_t *v, const char **ids, size_t *n);
 
 #endif

@@ -202,10 +202,16 @@ static void json__command(json_session_t *js, json_t *cmd)
         int dm = type[0] == 'd';
         const char *target = json__str(ws, ref, cmd, dm ? "to" : "room");
         if (!target || !(text = json__str(ws, ref, cmd, "text"))) return;
-        if (json_object_get(cmd, "attachments")) {
-            /* Uploads are not implemented yet: refuse rather than store the
-             * message without the images the sender attached. */
-            json__error(ws, ref, "bad_request", "Attachments are not supported by this server yet.");
+        const char *ids[PROTO_ATTACH_MAX];
+        size_t nids = 0;
+        json_t *att = json_object_get(cmd, "attachments");
+        if (att && (dm ? !json_is_null(att) && json_array_size(att) : 0)) {
+            json__error(ws, ref, "bad_request", "Direct messages carry no attachments; post them in a room.");
+            return;
+        }
+        if (!dm && proto_attachments(att, ids, &nids)) {
+            json__error(ws, ref, "bad_request",
+                        "\"attachments\" is an array of at most 10 {\"id\": upload id} objects.");
             return;
         }
         json_t *cid = json_object_get(cmd, "cid");
@@ -217,7 +223,7 @@ static void json__command(json_session_t *js, json_t *cmd)
         if (dm)
             chat_dm(cs, ref, target, text, len, json_string_value(cid));
         else
-            chat_send(cs, ref, target, text, len, json_string_value(cid));
+            chat_send(cs, ref, target, text, len, json_string_value(cid), ids, nids);
     } else if (!strcmp(type, "history")) {
         int64_t before = -1, after = -1;
         if (!(room = json__str(ws, ref, cmd, "room"))) return;
@@ -261,6 +267,17 @@ static void json__command(json_session_t *js, json_t *cmd)
         if (got == 0) json__error(ws, ref, "bad_request", "\"seq\" is required.");
         if (got <= 0) return;
         chat_read(cs, ref, room, a);
+    } else if (!strcmp(type, "search")) {
+        const char *q;
+        json_t *r = json_object_get(cmd, "room");
+        limit = 20;
+        if (!(q = json__str(ws, ref, cmd, "q"))) return;
+        if (r && !json_is_null(r) && !json_is_string(r)) {
+            json__error(ws, ref, "bad_request", "\"room\" must be a room id.");
+            return;
+        }
+        if (json__int(ws, ref, cmd, "limit", 1, sori_config.search_max, &limit) < 0) return;
+        chat_search(cs, ref, q, json_string_value(r), (int)limit);
     } else if (!strcmp(type, "typing")) {
         if ((room = json__str(ws, ref, cmd, "room"))) chat_typing(cs, room);
     } else if (!strcmp(type, "presence")) {

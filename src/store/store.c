@@ -34,6 +34,9 @@
 #include "store/store.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/metrics.h"
+
+#include <uv.h>
 
 #include <errno.h>
 #include <pthread.h>
@@ -155,7 +158,12 @@ static void store__commit(store_t *s, store_job_t *batch, size_t nops)
         int rc = gathered ? 0 : store__gather(s, batch, nops);
         if (rc == 0) {
             gathered = 1;
+            uint64_t t0 = uv_hrtime();
             rc = s->type->apply(s->wb, s->ops, nops);
+            if (rc == 0) {
+                metrics_observe(H_STORE_COMMIT_MS, (double)(uv_hrtime() - t0) / 1e6);
+                metrics_observe(H_STORE_BATCH_OPS, (double)nops);
+            }
         }
         if (rc == 0) break;
         tries++;

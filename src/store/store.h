@@ -53,7 +53,26 @@ typedef struct {
     const char *name;
     int64_t created_at;  /* ms */
     int64_t last_seen;   /* ms, 0 if never */
+    const char *pw_hash; /* argon2id string of an account, or NULL */
 } store_user_t;
+
+/* An uploaded file (content-addressed id) and one of its links: an
+ * uploader (user) or a room it was posted in (room); the other is NULL. */
+typedef struct {
+    const char *id;
+    const char *type;    /* "image/png", ... */
+    int64_t size;
+    int64_t created_at;  /* ms */
+    const char *user;
+    const char *room;
+} store_upload_t;
+
+/* A mention of user in room's message seq (unread ones are loaded). */
+typedef struct {
+    const char *room;
+    const char *user;
+    int64_t seq;
+} store_mention_t;
 
 enum store_op_kind {
     STORE_OP_USER,        /* insert the user if absent (created_at), else update last_seen if > 0 */
@@ -61,7 +80,11 @@ enum store_op_kind {
     STORE_OP_MEMBER,      /* insert or update (role); last_read kept on update */
     STORE_OP_MEMBER_DEL,  /* delete membership */
     STORE_OP_READ,        /* last_read = max(last_read, seq) */
-    STORE_OP_MESSAGE,     /* insert message; rooms.seq = max(rooms.seq, seq) */
+    STORE_OP_MESSAGE,     /* insert message (and its search row); rooms.seq = max(rooms.seq, seq) */
+    STORE_OP_ACCOUNT,     /* insert the user with pw_hash, or set pw_hash of an existing row */
+    STORE_OP_UPLOAD,      /* insert the upload if absent, and its uploader link (user) */
+    STORE_OP_UPLOAD_ROOM, /* link an upload to a room it was posted in (id, room) */
+    STORE_OP_MENTION,     /* record a mention */
 };
 
 typedef struct {
@@ -71,6 +94,8 @@ typedef struct {
         store_room_t room;
         store_member_t member; /* MEMBER, MEMBER_DEL (room, user), READ (room, user, last_read) */
         store_msg_t msg;
+        store_upload_t upload;
+        store_mention_t mention;
     } u;
 } store_op_t;
 
@@ -85,7 +110,20 @@ typedef struct {
     int (*member)(void *arg, const store_member_t *m);
     int (*recent)(void *arg, const store_msg_t *m);
     int (*idem)(void *arg, const store_msg_t *m);
+    int (*upload)(void *arg, const store_upload_t *u); /* one call per link */
+    int (*mention)(void *arg, const store_mention_t *m); /* those after the member's last_read */
 } store_load_cb_t;
+
+/* A full-text search (SQLite: FTS5 over message texts). match is a query
+ * in the backend's syntax, already made safe by the caller; results are the
+ * messages of public rooms and of the rooms in rooms_json (a JSON array of
+ * room ids), or of `room` only when set; newest first, at most limit. */
+typedef struct {
+    const char *match;
+    const char *rooms_json;
+    const char *room;
+    int limit;
+} store_search_t;
 
 /* One query over a room's messages: seq in (after, before) (0 means
  * unbounded on that side), at most `limit`; newest_first picks the newest
@@ -113,6 +151,8 @@ typedef struct store_type {
     int (*load)(store_backend_t *b, int recent, int64_t idem_since_ms, const store_load_cb_t *cb);
     /* Reports the messages of a range oldest first; returns how many, or < 0. */
     int (*range)(store_backend_t *b, const store_range_t *q, store_msg_cb cb, void *arg);
+    /* Reports the matches newest first; returns how many, or < 0. */
+    int (*search)(store_backend_t *b, const store_search_t *q, store_msg_cb cb, void *arg);
 } store_type_t;
 
 extern const store_type_t store_type_sqlite;

@@ -23,7 +23,9 @@
  * error rolls back the whole transaction and is returned (nothing applied).
  * In load() and range() a callback's non-zero result stops the walk: load()
  * returns it, range() returns it when negative and the count so far when
- * positive. range() with limit <= 0 reports nothing.
+ * positive. range() with limit <= 0 reports nothing. Search is FTS5 over a
+ * contentless index keyed by message id (the text is stored once, in
+ * messages), written in the message's transaction.
  */
 #include "store/store.h"
 #include "util/err.h"
@@ -62,6 +64,15 @@ enum {
     SQ_LOAD_ROOMS,
     SQ_LOAD_MEMBERS,
     SQ_LOAD_IDEM,
+    SQ_ACCOUNT,
+    SQ_MSG_FTS,
+    SQ_UPLOAD,
+    SQ_UPLOAD_OWNER,
+    SQ_UPLOAD_ROOM,
+    SQ_MENTION,
+    SQ_LOAD_UPLOADS,
+    SQ_LOAD_MENTIONS,
+    SQ_SEARCH,
     SQ__COUNT
 };
 
@@ -88,12 +99,31 @@ static const char *const sqlite__sql[SQ__COUNT] = {
     [SQ_RANGE_DESC] = "SELECT " SQLITE__MSG_COLS " FROM (SELECT " SQLITE__MSG_COLS " FROM messages"
                       " WHERE room = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4)"
                       " ORDER BY seq",
-    [SQ_LOAD_USERS] = "SELECT name, created_at, last_seen FROM users ORDER BY name",
+    [SQ_LOAD_USERS] = "SELECT name, created_at, last_seen, pw_hash FROM users ORDER BY name",
     [SQ_LOAD_ROOMS] = "SELECT id, kind, title, created_at, seq FROM rooms ORDER BY id",
     [SQ_LOAD_MEMBERS] = "SELECT room, user, role, last_read, joined_at FROM members ORDER BY room, user",
     /* Uses the partial index messages_cid_ts (its WHERE is repeated here). */
     [SQ_LOAD_IDEM] = "SELECT " SQLITE__MSG_COLS " FROM messages"
                      " WHERE cid IS NOT NULL AND ts >= ?1 ORDER BY ts",
+    [SQ_ACCOUNT] = "INSERT INTO users(name, created_at, last_seen, pw_hash) VALUES(?1, ?2, 0, ?3)"
+                   " ON CONFLICT(name) DO UPDATE SET pw_hash = excluded.pw_hash",
+    /* The search row's rowid is the message id (bit-cast), contentless. */
+    [SQ_MSG_FTS] = "INSERT INTO messages_fts(rowid, text) VALUES(?1, ?2)",
+    [SQ_UPLOAD] = "INSERT INTO uploads(id, type, size, created_at) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(id) DO NOTHING",
+    [SQ_UPLOAD_OWNER] = "INSERT INTO upload_links(id, kind, name) VALUES(?1, 'u', ?2) ON CONFLICT DO NOTHING",
+    [SQ_UPLOAD_ROOM] = "INSERT INTO upload_links(id, kind, name) VALUES(?1, 'r', ?2) ON CONFLICT DO NOTHING",
+    [SQ_MENTION] = "INSERT INTO mentions(room, user, seq) VALUES(?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    [SQ_LOAD_UPLOADS] = "SELECT u.id, u.type, u.size, u.created_at, l.kind, l.name FROM uploads u"
+                        " JOIN upload_links l ON l.id = u.id ORDER BY u.id",
+    [SQ_LOAD_MENTIONS] = "SELECT n.room, n.user, n.seq FROM mentions n JOIN members m"
+                         " ON m.room = n.room AND m.user = n.user WHERE n.seq > m.last_read"
+                         " ORDER BY n.room, n.user, n.seq",
+    /* ?1 match, ?2 JSON array of the caller's rooms, ?3 one room or NULL, ?4 limit. */
+    [SQ_SEARCH] = "SELECT m.room, m.seq, m.id, m.sender, m.text, m.ts, m.cid, m.meta"
+                  " FROM messages_fts f JOIN messages m ON m.id = f.rowid JOIN rooms r ON r.id = m.room"
+                  " WHERE messages_fts MATCH ?1 AND (?3 IS NULL OR m.room = ?3)"
+                  " AND (r.kind = 'public' OR m.room IN (SELECT value FROM json_each(?2)))"
+                  " ORDER BY m.id DESC LIMIT ?4",
 };
 
 /* Migration n brings the schema from version n-1 to n. Append, never edit. */
@@ -135,6 +165,30 @@ static const char *const sqlite__migrations[] = {
     ") WITHOUT ROWID;"
     "CREATE INDEX messages_idem ON messages(sender, cid) WHERE cid IS NOT NULL;"
     "CREATE INDEX messages_cid_ts ON messages(ts) WHERE cid IS NOT NULL;",
+    /* 2: accounts, uploads, mentions, search. messages_fts is contentless
+     * (the text lives in messages once), keyed by message id. Messages of
+     * version 1 are indexed by the migration itself. */
+    "ALTER TABLE users ADD COLUMN pw_hash TEXT;"
+    "CREATE TABLE uploads("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE upload_links("
+    "  id TEXT NOT NULL,"
+    "  kind TEXT NOT NULL," /* 'u' uploader, 'r' room */
+    "  name TEXT NOT NULL,"
+    "  PRIMARY KEY(id, kind, name)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE mentions("
+    "  room TEXT NOT NULL,"
+    "  user TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  PRIMARY KEY(room, user, seq)"
+    ") WITHOUT ROWID;"
+    "CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='', tokenize='unicode61 remove_diacritics 2');"
+    "INSERT INTO messages_fts(rowid, text) SELECT id, text FROM messages;",
 };
 
 #define SQLITE__VERSION ((int)(sizeof sqlite__migrations / sizeof sqlite__migrations[0]))
@@ -422,11 +476,49 @@ static int sqlite__op(store_backend_t *b, const store_op_t *op)
         if (rc != SQLITE_OK) break;
         rc = sqlite__run(b, st);
         if (rc != SQLITE_OK) return rc;
+        st = b->st[SQ_MSG_FTS];
+        sqlite__bind_i64(st, 1, (int64_t)m->id, &rc);
+        sqlite__bind_text(st, 2, m->text, m->text_len, &rc);
+        if (rc != SQLITE_OK) break;
+        rc = sqlite__run(b, st);
+        if (rc != SQLITE_OK) return rc;
         st = b->st[SQ_MSG_SEQ];
         sqlite__bind_str(st, 1, m->room, &rc);
         sqlite__bind_i64(st, 2, m->seq, &rc);
         break;
     }
+    case STORE_OP_ACCOUNT:
+        st = b->st[SQ_ACCOUNT];
+        sqlite__bind_str(st, 1, op->u.user.name, &rc);
+        sqlite__bind_i64(st, 2, op->u.user.created_at, &rc);
+        sqlite__bind_str(st, 3, op->u.user.pw_hash, &rc);
+        break;
+    case STORE_OP_UPLOAD: {
+        const store_upload_t *u = &op->u.upload;
+        st = b->st[SQ_UPLOAD];
+        sqlite__bind_str(st, 1, u->id, &rc);
+        sqlite__bind_str(st, 2, u->type, &rc);
+        sqlite__bind_i64(st, 3, u->size, &rc);
+        sqlite__bind_i64(st, 4, u->created_at, &rc);
+        if (rc != SQLITE_OK) break;
+        rc = sqlite__run(b, st);
+        if (rc != SQLITE_OK) return rc;
+        st = b->st[SQ_UPLOAD_OWNER];
+        sqlite__bind_str(st, 1, u->id, &rc);
+        sqlite__bind_str(st, 2, u->user, &rc);
+        break;
+    }
+    case STORE_OP_UPLOAD_ROOM:
+        st = b->st[SQ_UPLOAD_ROOM];
+        sqlite__bind_str(st, 1, op->u.upload.id, &rc);
+        sqlite__bind_str(st, 2, op->u.upload.room, &rc);
+        break;
+    case STORE_OP_MENTION:
+        st = b->st[SQ_MENTION];
+        sqlite__bind_str(st, 1, op->u.mention.room, &rc);
+        sqlite__bind_str(st, 2, op->u.mention.user, &rc);
+        sqlite__bind_i64(st, 3, op->u.mention.seq, &rc);
+        break;
     default:
         snprintf(b->errmsg, sizeof b->errmsg, "unknown op kind %d", (int)op->kind);
         return SQLITE_MISUSE;
@@ -529,7 +621,8 @@ static int sqlite__load(store_backend_t *b, int recent, int64_t idem_since_ms, c
     if (cb->user) {
         st = b->st[SQ_LOAD_USERS];
         while (!r && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-            store_user_t u = {sqlite__col_str(st, 0), sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2)};
+            store_user_t u = {sqlite__col_str(st, 0), sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2),
+                              sqlite__col_str(st, 3)};
             r = cb->user(cb->arg, &u);
         }
         if (!r && rc != SQLITE_DONE) goto fail;
@@ -591,6 +684,30 @@ static int sqlite__load(store_backend_t *b, int recent, int64_t idem_since_ms, c
             goto stop;
         }
     }
+    if (cb->upload) {
+        st = b->st[SQ_LOAD_UPLOADS];
+        while (!r && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *kind = sqlite__col_str(st, 4);
+            store_upload_t u = {sqlite__col_str(st, 0), sqlite__col_str(st, 1), sqlite3_column_int64(st, 2),
+                                sqlite3_column_int64(st, 3), NULL, NULL};
+            if (kind && kind[0] == 'u') u.user = sqlite__col_str(st, 5);
+            else u.room = sqlite__col_str(st, 5);
+            r = cb->upload(cb->arg, &u);
+        }
+        if (!r && rc != SQLITE_DONE) goto fail;
+        sqlite__done(st);
+        if (r) goto stop;
+    }
+    if (cb->mention) {
+        st = b->st[SQ_LOAD_MENTIONS];
+        while (!r && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+            store_mention_t m = {sqlite__col_str(st, 0), sqlite__col_str(st, 1), sqlite3_column_int64(st, 2)};
+            r = cb->mention(cb->arg, &m);
+        }
+        if (!r && rc != SQLITE_DONE) goto fail;
+        sqlite__done(st);
+        if (r) goto stop;
+    }
     sqlite__run(b, b->st[SQ_COMMIT]);
     return 0;
 fail:
@@ -603,6 +720,24 @@ stop:
     return r;
 }
 
+static int sqlite__search(store_backend_t *b, const store_search_t *q, store_msg_cb cb, void *arg)
+{
+    sqlite3_stmt *st = b->st[SQ_SEARCH];
+    int rc = SQLITE_OK, stopped;
+    if (!q->match || q->limit <= 0) return 0;
+    sqlite__bind_str(st, 1, q->match, &rc);
+    sqlite__bind_str(st, 2, q->rooms_json ? q->rooms_json : "[]", &rc);
+    sqlite__bind_str(st, 3, q->room, &rc);
+    sqlite__bind_i64(st, 4, q->limit, &rc);
+    if (rc != SQLITE_OK) {
+        sqlite__keep_errmsg(b);
+        sqlite__done(st);
+        return sqlite__err(rc);
+    }
+    int n = sqlite__each_msg(b, st, cb, arg, &stopped);
+    return stopped < 0 ? stopped : n;
+}
+
 const store_type_t store_type_sqlite = {
     .name = "sqlite",
     .open = sqlite__open,
@@ -610,4 +745,5 @@ const store_type_t store_type_sqlite = {
     .apply = sqlite__apply,
     .load = sqlite__load,
     .range = sqlite__range,
+    .search = sqlite__search,
 };

@@ -62,6 +62,20 @@ static const config_opt_t config__opts[] = {
     {"room-ring", OPT_INT, O(room_ring), 0, 100000, "512", "recent messages kept in memory per room for catch-up and history (at least 1 is kept)"},
     {"rate", OPT_INT, O(rate), 1, 1000000, "100", "commands per second per connection (token bucket; over: rate_limited)"},
     {"burst", OPT_INT, O(burst), 1, 1000000, "200", "command burst per connection above --rate"},
+    {"token-ttl", OPT_INT, O(token_ttl), 60, 365 * 86400, "604800", "seconds a token from /api/login or /api/signup is valid"},
+    {"password-min", OPT_INT, O(password_min), 1, 1024, "8", "shortest password accepted at signup, in bytes"},
+    {"password-max", OPT_INT, O(password_max), 8, 4096, "1024", "longest password accepted, in bytes"},
+    {"login-rate-name", OPT_INT, O(login_rate_name), 1, 1000000, "10", "login attempts per minute for one name (over: 429 with Retry-After)"},
+    {"login-rate-ip", OPT_INT, O(login_rate_ip), 1, 1000000, "30", "login attempts per minute from one client address (over: 429)"},
+    {"signup-rate-ip", OPT_INT, O(signup_rate_ip), 1, 1000000, "10", "signups per minute from one client address (over: 429)"},
+    {"upload-max", OPT_SIZE, O(upload_max), 1024, 1LL << 30, "10m", "largest upload (over: 413)"},
+    {"push-webhook", OPT_STR, O(push_webhook), 0, 0, "", "http://host:port/path that receives push notifications for offline users (empty: off)"},
+    {"push-preview", OPT_BOOL, O(push_preview), 0, 1, "true", "include the first 100 characters of the text in push notifications"},
+    {"push-queue", OPT_INT, O(push_queue), 1, 10000000, "10000", "push notifications waiting to be sent; beyond this they are dropped (counted)"},
+    {"push-rate", OPT_INT, O(push_rate), 1, 1000000, "10", "push notifications per minute per user; beyond this they are dropped (counted)"},
+    {"push-attempts", OPT_INT, O(push_attempts), 1, 100, "5", "tries per push notification (exponential backoff from 500 ms)"},
+    {"push-delay-ms", OPT_INT, O(push_delay_ms), 0, 3600000, "0", "wait before sending a push; a user who reads the room meanwhile gets none"},
+    {"search-max", OPT_INT, O(search_max), 1, 1000, "100", "largest `limit` of a search"},
 };
 
 #define NOPTS (sizeof config__opts / sizeof config__opts[0])

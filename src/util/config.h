@@ -44,6 +44,22 @@ typedef struct {
     int room_ring;            /* recent messages kept in memory per room */
     int rate;                 /* commands per second per connection */
     int burst;
+    /* accounts (issue 5) */
+    int token_ttl;            /* seconds a login token is valid */
+    int password_min;         /* bytes */
+    int password_max;
+    int login_rate_name;      /* failed-or-not login attempts per minute per name */
+    int login_rate_ip;        /* per client address */
+    int signup_rate_ip;       /* signups per minute per address */
+    int64_t upload_max;       /* bytes of one upload */
+    /* push notifications */
+    char *push_webhook;       /* http://host:port/path, empty: off */
+    int push_preview;         /* include a text preview */
+    int push_queue;           /* notifications waiting, beyond: dropped */
+    int push_rate;            /* notifications per minute per user, beyond: dropped */
+    int push_attempts;        /* tries per notification */
+    int push_delay_ms;        /* wait before sending (a read in the meantime cancels it) */
+    int search_max;           /* largest `limit` of a search */
 } sori_config_t;
 
 extern sori_config_t sori_config;

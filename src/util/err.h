@@ -20,6 +20,7 @@ enum {
     SORI_ECLOSED = -8,  /* peer or connection is gone */
     SORI_EUTF8 = -9,    /* invalid UTF-8 */
     SORI_ELIMIT = -10,  /* a rate or count limit was hit */
+    SORI_EEXIST = -11,  /* already exists */
 };
 
 const char *sori_strerror(int code);

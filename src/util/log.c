@@ -62,6 +62,7 @@ const char *sori_strerror(int code)
     case SORI_ECLOSED: return "closed";
     case SORI_EUTF8: return "invalid UTF-8";
     case SORI_ELIMIT: return "limit reached";
+    case SORI_EEXIST: return "already exists";
     }
     return "unknown error";
 }

@@ -18,6 +18,7 @@
 #include "util/config.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "ws/ws.h"
 
 #include <stdatomic.h>
@@ -126,6 +127,7 @@ static void ws__slow_consumer(ws_conn_t *ws)
     LOG_INFO("ws", "conn %llx: slow consumer (%llu bytes unsent); closing", (unsigned long long)ws->c->id,
              (unsigned long long)ws->c->out_bytes);
     conn_discard_unsent(ws->c);
+    metrics_inc(M_SLOW_CONSUMERS);
     if (ws->state == WS_OPEN) ws__send_close(ws, 1008, "slow consumer");
     ws->state = WS_CLOSED;
     /* Lingering: a close() with unread input would send an RST that
@@ -146,6 +148,7 @@ static int ws__queue(ws_conn_t *ws, sbuf_t *b, uint32_t off, uint32_t len)
 
 int ws_send(ws_conn_t *ws, int opcode, const void *data, size_t len)
 {
+    metrics_inc(M_FRAMES_OUT);
     if (ws->state != WS_OPEN) return SORI_ECLOSED;
     sbuf_t *b;
     if (ws->deflate_bits && len >= (size_t)sori_config.ws_deflate_min &&
@@ -244,10 +247,12 @@ static void ws__deliver(ws_conn_t *ws, int op, char *data, size_t len, int defla
             ws__fail(ws, 1007, "invalid UTF-8");
             return;
         }
+        metrics_inc(M_FRAMES_IN);
         ws->app->on_message(ws, op, ws__inbuf.data, ws__inbuf.len);
         ws__shrink(&ws__inbuf);
         return;
     }
+    metrics_inc(M_FRAMES_IN);
     ws->app->on_message(ws, op, data, len);
 }
 
@@ -345,6 +350,7 @@ static size_t ws__on_data(conn_t *c, char *data, size_t len)
                     ws__fail(ws, 1007, "invalid UTF-8");
                     return len;
                 }
+                metrics_inc(M_FRAMES_IN);
                 ws->app->on_message(ws, f->opcode, p, n);
                 continue;
             }

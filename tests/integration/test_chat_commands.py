@@ -299,25 +299,23 @@ def test_send_ack_and_message_fields(server):
     run(go())
 
 
-def test_send_with_attachments_refused_not_dropped(server):
-    """§3 send with attachments: until uploads exist the server refuses the
-    command (bad_request) instead of storing the text without the images,
-    and no message is created."""
+def test_send_with_unknown_attachment_refused_not_dropped(server):
+    """§3 send with attachments: an attachment id that is no upload is
+    refused (not_found) instead of storing the text without the image, and
+    no message is created."""
     async def go():
         al = uniq("al")
         (a,) = await clients(server, al)
         room = uniq("pub")
         await a.ok({"type": "create", "room": room, "kind": "public"})
         await a.ok({"type": "join", "room": room})
-        await a.err({"type": "send", "room": room, "text": "pic", "attachments": [{"id": "x"}]}, "bad_request")
+        await a.err({"type": "send", "room": room, "text": "pic", "attachments": [{"id": "x"}]}, "not_found")
         ok = await a.ok({"type": "send", "room": room, "text": "after"}, "ack")
         assert ok["seq"] == 1  # the refused send took no seq
         await close_all(a)
     run(go())
 
 
-@pytest.mark.xfail(strict=True, reason="NOT IMPLEMENTED: chat__msg_new/chat__msg_obj "
-                   "(src/chat/chat_core.c) never add `mentions` to a message")
 def test_message_mentions(server):
     """§4 message: `mentions` lists the names mentioned as @name who are
     members of the room (non-members are left out)."""
@@ -498,7 +496,7 @@ def test_rooms_unread_last_read_last_message_and_directory(server):
         mine = {x["id"]: x for x in r["rooms"]}
         assert set(mine) == {pub, priv, empty}
         for x in mine.values():
-            assert set(x) == {"id", "kind", "title", "seq", "last_read", "unread", "last_message"}, x
+            assert set(x) == {"id", "kind", "title", "seq", "last_read", "unread", "mentions", "last_message"}, x
         p = mine[pub]
         assert (p["kind"], p["title"], p["seq"], p["last_read"], p["unread"]) == \
             ("public", "The pub", 5, 2, 3)
