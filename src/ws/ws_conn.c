@@ -479,6 +479,7 @@ ws_conn_t *ws_accept(http_req_t *r, const ws_handshake_t *hs, const ws_app_t *ap
         http_respond_error(r, 500, "internal", "Out of memory.");
         return NULL;
     }
+    metrics_inc(M_WS_OPENED);
     char head[512];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
