@@ -760,7 +760,7 @@ static void rest__file(http_req_t *r)
     }
     const slice_t *inm = http_header_get(r->req, "If-None-Match");
     char etag[40];
-    snprintf(etag, sizeof etag, "\"%s\"", seg[0]);
+    snprintf(etag, sizeof etag, "\"%.32s\"", seg[0]);
     if (inm && inm->len == strlen(etag) && !memcmp(inm->p, etag, inm->len)) {
         http_respond(r, 304, NULL, "Cache-Control: private, max-age=31536000, immutable\r\n", NULL, 0);
         return;
@@ -770,7 +770,7 @@ static void rest__file(http_req_t *r)
         http_respond_error(r, 500, "internal", "Out of memory.");
         return;
     }
-    snprintf(f->id, sizeof f->id, "%s", seg[0]);
+    memcpy(f->id, seg[0], 33); /* 32 hex digits, checked above */
     snprintf(f->type, sizeof f->type, "%s", type);
     f->work.data = f;
     net_worker_t *w = r->c->w;
