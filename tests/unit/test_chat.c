@@ -211,7 +211,7 @@ static chat_msg_t *msg(chat_room_t *r, int64_t seq)
 {
     char text[32];
     int n = snprintf(text, sizeof text, "m%lld", (long long)seq);
-    chat_msg_t *m = chat__msg_new(r, (uint64_t)seq * 10, seq, 1000 + seq, "alice", text, (size_t)n, NULL);
+    chat_msg_t *m = chat__msg_new(r, (uint64_t)seq * 10, seq, 1000 + seq, "alice", text, (size_t)n, NULL, NULL);
     assert_non_null(m);
     return m;
 }
@@ -348,7 +348,7 @@ static void test_msg_json(void **state)
     chat_room_t r;
     memset(&r, 0, sizeof r);
     snprintf(r.id, sizeof r.id, "lobby");
-    chat_msg_t *m = chat__msg_new(&r, 12345678901234567890ULL, 7, 1700000000000LL, "bob", "hi \"x\"", 6, "c1");
+    chat_msg_t *m = chat__msg_new(&r, 12345678901234567890ULL, 7, 1700000000000LL, "bob", "hi \"x\"", 6, "c1", NULL);
     assert_non_null(m);
     size_t len;
     const char *js = chat_msg_json(m, &len);
