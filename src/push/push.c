@@ -36,9 +36,10 @@
  * live window can have expired), and a new user over that bound is dropped.
  * The preview is the first 100 characters (code points, cut on a UTF-8
  * boundary) plus "…" when cut. Warnings about drops and failures are logged
- * at most once per 10 s per kind, with the count of those not logged.
+ * at most once per 10 s per kind, with the count since the last line.
  * push_stop wakes the thread (also out of a blocked connect, send or
- * receive) and counts what is left as dropped.
+ * receive, though not out of a DNS lookup) and counts what is left as
+ * dropped.
  */
 #include "push/push.h"
 #include "util/buf.h"
@@ -637,7 +638,7 @@ void push_enqueue(const char *kind, const char *user, const char *room, const ch
     }
 
     enum { KEPT, FULL, RATE, USERS } why = KEPT;
-    uint64_t log = 0;
+    uint64_t report = 0;
     pthread_mutex_lock(&push__g.lock);
     if (!push__g.running) {
         pthread_mutex_unlock(&push__g.lock);
@@ -648,18 +649,18 @@ void push_enqueue(const char *kind, const char *user, const char *room, const ch
     push_rate_t *r = push__rate_get(user, ul, now);
     if (!r) {
         why = USERS;
-        log = push__lograte(&push__g.log_users, now);
+        report = push__lograte(&push__g.log_users, now);
     } else if (r->count >= push__g.cfg.rate_per_min) {
         why = RATE;
-        log = push__lograte(&push__g.log_rate, now);
+        report = push__lograte(&push__g.log_rate, now);
     } else if (atomic_load_explicit(&push__n.queued, memory_order_relaxed) >= (uint64_t)push__g.cfg.queue_max) {
         why = FULL;
-        log = push__lograte(&push__g.log_full, now);
+        report = push__lograte(&push__g.log_full, now);
     } else {
         it->due = now + push__g.cfg.delay_ms;
         if (push__heap_add(it)) {
             why = FULL;
-            log = push__lograte(&push__g.log_full, now);
+            report = push__lograte(&push__g.log_full, now);
         } else {
             r->count++;
             PUSH__ADD(queued, 1);
@@ -669,16 +670,18 @@ void push_enqueue(const char *kind, const char *user, const char *room, const ch
     pthread_mutex_unlock(&push__g.lock);
     if (why == KEPT) return;
     PUSH__ADD(dropped, 1);
-    if (log) {
+    if (report) {
         if (why == FULL)
-            LOG_WARN("push", "queue full (%d waiting): dropped %llu notification(s) in the last %d s",
-                     push__g.cfg.queue_max, (unsigned long long)log, PUSH__LOG_EVERY_MS / 1000);
+            LOG_WARN("push", "queue full (%d waiting): dropped %llu notification(s) since the last report",
+                     push__g.cfg.queue_max, (unsigned long long)report);
         else if (why == RATE)
-            LOG_INFO("push", "%s is over %d notifications a minute: dropped %llu notification(s) in the last %d s",
-                     user, push__g.cfg.rate_per_min, (unsigned long long)log, PUSH__LOG_EVERY_MS / 1000);
+            LOG_INFO("push", "%s is over %d notifications a minute: dropped %llu notification(s) "
+                     "since the last report",
+                     user, push__g.cfg.rate_per_min, (unsigned long long)report);
         else
-            LOG_WARN("push", "more than %zu users notified within a minute: dropped %llu notification(s) in the last %d s",
-                     push__g.rates_max, (unsigned long long)log, PUSH__LOG_EVERY_MS / 1000);
+            LOG_WARN("push", "more than %zu users notified within a minute: dropped %llu notification(s) "
+                     "since the last report",
+                     push__g.rates_max, (unsigned long long)report);
     }
     push__item_free(it);
 }
@@ -744,12 +747,12 @@ static void *push__main(void *arg)
         }
         PUSH__ADD(failed, 1);
         PUSH__SUB(queued, 1);
-        uint64_t log = push__lograte(&push__g.log_fail, now);
+        uint64_t report = push__lograte(&push__g.log_fail, now);
         pthread_mutex_unlock(&push__g.lock);
-        if (log) {
+        if (report) {
             if (st > 0) snprintf(err, sizeof err, "the webhook answered %d", st);
-            LOG_WARN("push", "gave up on a %s notification for %s after %d tries: %s (%llu failed in the last %d s)",
-                     it->kind, it->user, it->tries, err, (unsigned long long)log, PUSH__LOG_EVERY_MS / 1000);
+            LOG_WARN("push", "gave up on a %s notification for %s at try %d: %s (%llu failed since the last report)",
+                     it->kind, it->user, it->tries, err, (unsigned long long)report);
         }
         push__item_free(it);
         pthread_mutex_lock(&push__g.lock);

@@ -263,6 +263,16 @@ static void enqueue(const char *user, const char *text)
     push_enqueue("dm", user, "dm:alice:bob", "alice", 42, 7, 1700000000000LL, text, text ? strlen(text) : 0);
 }
 
+static int log_base = -1;
+
+/* Logs at debug level until the test ends, so that the sanitizers see the
+ * log lines of drops and failures formatted (set before push_start: the
+ * push thread reads the level). */
+static void log_verbose(void)
+{
+    log_level_current = LOG_LEVEL_DEBUG;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -280,6 +290,7 @@ static int teardown(void **state)
     (void)state;
     push_stop();
     rx_stop();
+    log_level_current = log_base;
     return 0;
 }
 
@@ -311,12 +322,17 @@ static void test_delivery_exact_body(void **state)
     char clen[48];
     snprintf(clen, sizeof clen, "\r\nContent-Length: %zu\r\n", strlen(rx_body(0)));
     assert_non_null(strstr(rx_head(0), clen));
+    char user[64], room[80];
     pthread_mutex_lock(&su_mu);
-    assert_int_equal(su_calls, 1);
-    assert_string_equal(su_user, "bob");
-    assert_string_equal(su_room, "lobby");
-    assert_int_equal(su_seq, 7);
-    pthread_mutex_unlock(&su_mu);
+    int calls = su_calls;
+    int64_t seq = su_seq;
+    memcpy(user, su_user, sizeof user);
+    memcpy(room, su_room, sizeof room);
+    pthread_mutex_unlock(&su_mu); /* a failed assert must not leave it locked */
+    assert_int_equal(calls, 1);
+    assert_string_equal(user, "bob");
+    assert_string_equal(room, "lobby");
+    assert_int_equal(seq, 7);
 }
 
 static void test_preview_off(void **state)
@@ -401,21 +417,32 @@ static void test_retry_after_500(void **state)
     assert_int_equal(rx_count(), 2);
     assert_string_equal(rx_body(0), rx_body(1));
     pthread_mutex_lock(&su_mu);
-    assert_int_equal(su_calls, 2); /* asked before every try */
+    int calls = su_calls;
     pthread_mutex_unlock(&su_mu);
+    assert_int_equal(calls, 2); /* asked before every try */
 }
 
 static void test_retry_429_does_not_block_others(void **state)
 {
     (void)state;
-    /* bob's first try gets 429 and waits 300 ms; carol, queued after him,
-     * is sent meanwhile; then bob again. */
+    /* bob's first try gets 429 and waits 300 ms for the next; carol,
+     * queued after that, is due at once and is sent meanwhile; then bob. */
     int script[] = {429, 200, 200, 0};
     rx_start(0, script);
     push__backoff_ms = 300;
     push_config_t c = cfg_for(rx.port);
     start(&c);
     enqueue("bob", "first");
+    int64_t until = t_now() + 5000;
+    size_t waiting = 0;
+    while (!waiting && t_now() < until) {
+        usleep(1000);
+        pthread_mutex_lock(&push__g.lock);
+        waiting = push__g.n; /* bob is back in the queue, for his retry */
+        pthread_mutex_unlock(&push__g.lock);
+    }
+    assert_int_equal(waiting, 1);
+    assert_int_equal(rx_count(), 1);
     enqueue("carol", "second");
     WAIT_STAT(sent, 2);
     assert_int_equal(rx_count(), 3);
@@ -445,8 +472,7 @@ static void test_400_fails_without_retry(void **state)
 static void test_refused_fails_after_attempts(void **state)
 {
     (void)state;
-    int lvl = log_level_current;
-    log_level_current = LOG_LEVEL_DEBUG; /* the log lines of failures are formatted (sanitizers) */
+    log_verbose();
     push_config_t c = cfg_for(dead_port());
     c.attempts = 2;
     start(&c);
@@ -457,13 +483,12 @@ static void test_refused_fails_after_attempts(void **state)
     assert_int_equal(s.sent, 0);
     assert_int_equal(s.retries, 2);
     assert_int_equal(s.queued, 0);
-    push_stop();
-    log_level_current = lvl;
 }
 
 static void test_all_5xx_fail(void **state)
 {
     (void)state;
+    log_verbose();
     int script[] = {503, 502, 500, 200, 0};
     rx_start(0, script);
     push_config_t c = cfg_for(rx.port);
@@ -515,6 +540,7 @@ static void test_stop_interrupts_a_try(void **state)
 static void test_queue_full_drops(void **state)
 {
     (void)state;
+    log_verbose();
     rx_start(0, NULL);
     push_config_t c = cfg_for(rx.port);
     c.queue_max = 3;
@@ -536,6 +562,7 @@ static void test_queue_full_drops(void **state)
 static void test_rate_per_user(void **state)
 {
     (void)state;
+    log_verbose();
     rx_start(0, NULL);
     push_config_t c = cfg_for(rx.port);
     c.rate_per_min = 2;
@@ -549,9 +576,9 @@ static void test_rate_per_user(void **state)
     /* A new window lets bob through again. */
     pthread_mutex_lock(&push__g.lock);
     push_rate_t *r = map_get(&push__g.rates, "bob", 3);
-    assert_non_null(r);
-    r->start -= PUSH__WINDOW_MS;
+    if (r) r->start -= PUSH__WINDOW_MS;
     pthread_mutex_unlock(&push__g.lock);
+    assert_non_null(r);
     enqueue("bob", "hi");
     WAIT_STAT(sent, 4);
     assert_int_equal(stats().dropped, 2);
@@ -560,6 +587,7 @@ static void test_rate_per_user(void **state)
 static void test_user_table_bounded(void **state)
 {
     (void)state;
+    log_verbose();
     rx_start(0, NULL);
     push_config_t c = cfg_for(rx.port);
     c.delay_ms = 60000;
@@ -585,8 +613,9 @@ static void test_user_table_bounded(void **state)
     assert_int_equal(s.queued, 4);
     assert_int_equal(s.dropped, 1);
     pthread_mutex_lock(&push__g.lock);
-    assert_int_equal(push__g.rates.count, 1);
+    size_t users = push__g.rates.count;
     pthread_mutex_unlock(&push__g.lock);
+    assert_int_equal(users, 1);
 }
 
 static void test_read_meanwhile_skips(void **state)
@@ -760,7 +789,7 @@ static void test_status_line(void **state)
 
 int main(void)
 {
-    log_level_current = getenv("SORI_TEST_LOG") ? LOG_LEVEL_DEBUG : -1;
+    log_base = log_level_current = getenv("SORI_TEST_LOG") ? LOG_LEVEL_DEBUG : -1;
     const struct CMUnitTest tests[] = {
         T_(test_delivery_exact_body),
         T_(test_preview_off),
