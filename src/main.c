@@ -18,6 +18,7 @@
 #include "util/config.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "ws/ws.h"
 
 #include <errno.h>
@@ -156,6 +157,21 @@ static void on_worker_stop(net_worker_t *w)
     ws_thread_cleanup();
 }
 
+/* Node-wide gauges for /metrics, read at scrape time. */
+static double main_gauge_connections(void) { return (double)net_connections(); }
+static double main_gauge_rooms(void)
+{
+    uint64_t r, u;
+    chat_counts(&r, &u);
+    return (double)r;
+}
+static double main_gauge_users(void)
+{
+    uint64_t r, u;
+    chat_counts(&r, &u);
+    return (double)u;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     char err[512];
@@ -174,6 +190,10 @@ static int cmd_serve(int argc, char **argv)
     if (sori_config.out_limit <= sori_config.ws_max_message) {
         fprintf(stderr, "sori: --out-limit (%lld) must be larger than --ws-max-message (%lld)\n",
                 (long long)sori_config.out_limit, (long long)sori_config.ws_max_message);
+        return 2;
+    }
+    if (push_url_check(sori_config.push_webhook, err, sizeof err)) {
+        fprintf(stderr, "sori: --push-webhook: %s\n", err);
         return 2;
     }
     if (mkdir_p(sori_config.data_dir, err, sizeof err) || load_secret(err, sizeof err)) {
@@ -238,6 +258,10 @@ static int cmd_serve(int argc, char **argv)
         chat_shutdown();
         return 2;
     }
+    push_metrics_register();
+    metrics_gauge("sori_connections", "Open connections (HTTP and WebSocket).", main_gauge_connections);
+    metrics_gauge("sori_rooms", "Rooms on this node.", main_gauge_rooms);
+    metrics_gauge("sori_users", "Users this node knows.", main_gauge_users);
     proto_init();
     http_set_health_check(chat_unhealthy);
     http_route_add("GET", "/healthz", http_healthz_handle);

@@ -49,6 +49,19 @@ static void chat__cjob_done(store_job_t *job, int status)
     }
 }
 
+/* Queues j's first op; done(w, arg, status) runs on w after the commit. */
+static void chat__cjob_submit(chat_cjob_t *j, net_worker_t *w, chat_done_fn done, void *arg)
+{
+    j->job.ops = j->ops;
+    j->job.nops = 1;
+    j->job.done = chat__cjob_done;
+    j->job.arg = j;
+    j->w = w;
+    j->done = done;
+    j->arg = arg;
+    store_write(chat__g.store, &j->job);
+}
+
 static char *chat__cjob_str(chat_cjob_t *j, size_t *used, const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -69,24 +82,22 @@ int chat_account_create(const char *name, const char *hash, net_worker_t *w, cha
         free(h);
         return SORI_ENOMEM;
     }
-    uv_rwlock_wrlock(&chat__g.users_lock);
-    int taken = map_get(&chat__g.users, name, strlen(name)) != NULL;
-    uv_rwlock_wrunlock(&chat__g.users_lock);
-    chat_user_t *u = taken ? NULL : chat__user_get(name, 1);
-    int rc = 0;
+    /* A user record may exist without being known (someone watched the
+     * name's presence): only `known` or a password makes the name taken.
+     * Two signups of one new name race on the user lock: the first wins. */
+    chat_user_t *u = chat__user_get(name, 1);
+    int rc = u ? 0 : SORI_ENOMEM;
     if (u) {
         uv_mutex_lock(&u->lock);
-        /* Two signups of one new name race to here: the first one wins. */
-        if (u->known || u->pw_hash) rc = SORI_EEXIST;
-        else {
-            u->known = 1;
+        if (atomic_load_explicit(&u->known, memory_order_relaxed) || u->pw_hash) {
+            rc = SORI_EEXIST;
+        } else {
+            atomic_store_explicit(&u->known, 1, memory_order_relaxed);
             u->pw_hash = h;
             u->created_at = chat__now_ms();
             h = NULL;
         }
         uv_mutex_unlock(&u->lock);
-    } else {
-        rc = taken ? SORI_EEXIST : SORI_ENOMEM;
     }
     free(h);
     if (rc) {
@@ -97,14 +108,7 @@ int chat_account_create(const char *name, const char *hash, net_worker_t *w, cha
     j->ops[0] = (store_op_t){.kind = STORE_OP_ACCOUNT,
                              .u.user = {.name = u->name, .created_at = u->created_at,
                                         .pw_hash = chat__cjob_str(j, &used, hash)}};
-    j->job.ops = j->ops;
-    j->job.nops = 1;
-    j->job.done = chat__cjob_done;
-    j->job.arg = j;
-    j->w = w;
-    j->done = done;
-    j->arg = arg;
-    store_write(chat__g.store, &j->job);
+    chat__cjob_submit(j, w, done, arg);
     return 0;
 }
 
@@ -193,14 +197,7 @@ int chat_upload_add(const char *id, const char *type, int64_t size, const char *
     j->ops[0] = (store_op_t){.kind = STORE_OP_UPLOAD,
                              .u.upload = {.id = chat__cjob_str(j, &used, id), .type = chat__cjob_str(j, &used, type),
                                           .size = size, .created_at = created, .user = u->name}};
-    j->job.ops = j->ops;
-    j->job.nops = 1;
-    j->job.done = chat__cjob_done;
-    j->job.arg = j;
-    j->w = w;
-    j->done = done;
-    j->arg = arg;
-    store_write(chat__g.store, &j->job);
+    chat__cjob_submit(j, w, done, arg);
     return 0;
 }
 

@@ -513,9 +513,9 @@ typedef struct {
     int failed;
 } chat_hread_t;
 
-static int chat__hread_row(void *arg, const store_msg_t *sm)
+/* A stored message as a message object (the fields of chat__msg_obj). */
+static json_t *chat__row_obj(const store_msg_t *sm)
 {
-    chat_hread_t *h = arg;
     char id[24];
     snprintf(id, sizeof id, "%llu", (unsigned long long)sm->id);
     json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s%, s:I}", "room", sm->room, "id", id, "seq",
@@ -523,7 +523,13 @@ static int chat__hread_row(void *arg, const store_msg_t *sm)
                           (json_int_t)sm->ts);
     if (o && sm->cid) json_object_set_new(o, "cid", json_string(sm->cid));
     chat__obj_add_meta(o, sm->meta);
-    return o ? json_array_append_new(h->msgs, o) : SORI_ENOMEM;
+    return o;
+}
+
+static int chat__hread_row(void *arg, const store_msg_t *sm)
+{
+    json_t *o = chat__row_obj(sm);
+    return o ? json_array_append_new(((chat_hread_t *)arg)->msgs, o) : SORI_ENOMEM;
 }
 
 static void chat__hread_run(store_read_t *rd, const store_type_t *type, store_backend_t *b)
@@ -959,15 +965,8 @@ typedef struct {
 
 static int chat__sread_row(void *arg, const store_msg_t *sm)
 {
-    chat_sread_t *h = arg;
-    char id[24];
-    snprintf(id, sizeof id, "%llu", (unsigned long long)sm->id);
-    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s%, s:I}", "room", sm->room, "id", id, "seq",
-                          (json_int_t)sm->seq, "from", sm->from, "text", sm->text, sm->text_len, "ts",
-                          (json_int_t)sm->ts);
-    if (o && sm->cid) json_object_set_new(o, "cid", json_string(sm->cid));
-    chat__obj_add_meta(o, sm->meta);
-    return o ? json_array_append_new(h->results, o) : SORI_ENOMEM;
+    json_t *o = chat__row_obj(sm);
+    return o ? json_array_append_new(((chat_sread_t *)arg)->results, o) : SORI_ENOMEM;
 }
 
 static void chat__sread_run(store_read_t *rd, const store_type_t *type, store_backend_t *b)

@@ -1023,7 +1023,7 @@ chat_session_t *chat_session_open(const char *user, int worker, int flags, const
     chat_session_t *s = u ? calloc(1, sizeof *s) : NULL;
     if (!s) return NULL;
     atomic_init(&s->refs, 1);
-    u->known = 1; /* a benign race: only ever set to 1 */
+    atomic_store_explicit(&u->known, 1, memory_order_relaxed); /* only ever set to 1 */
     s->user = u;
     s->worker = worker;
     s->flags = flags;

@@ -92,7 +92,7 @@ struct chat_user {
     uint32_t nwatchers, capwatchers;
     int64_t last_seen;
     int64_t created_at;
-    uint8_t known; /* has connected or is stored; else only watched by presence */
+    _Atomic uint8_t known; /* has connected or is stored; else only watched by presence (set once, any thread) */
     map_t rooms; /* room id -> chat_room_t* we are a member of */
     map_t idem;  /* cid -> chat_idem_t*, 24 h; swept every 1024 inserts */
     char *pw_hash; /* an account's argon2id string, or NULL */

@@ -205,7 +205,7 @@ static void json__command(json_session_t *js, json_t *cmd)
         const char *ids[PROTO_ATTACH_MAX];
         size_t nids = 0;
         json_t *att = json_object_get(cmd, "attachments");
-        if (att && (dm ? !json_is_null(att) && json_array_size(att) : 0)) {
+        if (dm && att && !json_is_null(att)) {
             json__error(ws, ref, "bad_request", "Direct messages carry no attachments; post them in a room.");
             return;
         }

@@ -19,7 +19,6 @@
 #include "chat/chat.h"
 #include "net/net.h"
 #include "proto/proto.h"
-#include "push/push.h"
 #include "util/clock.h"
 #include "util/config.h"
 #include "util/err.h"
@@ -323,8 +322,6 @@ static void rest__account(http_req_t *r, int signup)
             rest__too_many(r, retry);
             return;
         }
-    } else if (chat_account_hash(name, key, 1) != SORI_ENOTFOUND) {
-        /* fast path for a taken account name (the claim is checked again after hashing) */
     }
     rest_acct_t *a = calloc(1, sizeof *a);
     if (!a || !(a->pw = malloc(pwlen + 1))) {
@@ -815,16 +812,6 @@ static void rest__metrics(http_req_t *r)
     buf_free(&b);
 }
 
-static double rest__connections(void) { return (double)net_connections(); }
-static double rest__rooms_n(void) { uint64_t r, u; chat_counts(&r, &u); return (double)r; }
-static double rest__users_n(void) { uint64_t r, u; chat_counts(&r, &u); return (double)u; }
-static double rest__push_sent(void) { push_stats_t s; push_stats(&s); return (double)s.sent; }
-static double rest__push_failed(void) { push_stats_t s; push_stats(&s); return (double)s.failed; }
-static double rest__push_dropped(void) { push_stats_t s; push_stats(&s); return (double)s.dropped; }
-static double rest__push_skipped(void) { push_stats_t s; push_stats(&s); return (double)s.skipped; }
-static double rest__push_retries(void) { push_stats_t s; push_stats(&s); return (double)s.retries; }
-static double rest__push_queued(void) { push_stats_t s; push_stats(&s); return (double)s.queued; }
-
 int proto_attachments(json_t *v, const char **ids, size_t *n)
 {
     *n = 0;
@@ -846,17 +833,6 @@ void proto_rest_routes(void)
     ratelimit_init(&rest__login_name, 60000, 100000);
     ratelimit_init(&rest__login_ip, 60000, 100000);
     ratelimit_init(&rest__signup_ip, 60000, 100000);
-    metrics_gauge("sori_connections", "Open connections (HTTP and WebSocket).", rest__connections);
-    metrics_gauge("sori_rooms", "Rooms on this node.", rest__rooms_n);
-    metrics_gauge("sori_users", "Users this node knows.", rest__users_n);
-    metrics_counter_fn("sori_push_sent_total", "Push notifications delivered (2xx).", rest__push_sent);
-    metrics_counter_fn("sori_push_failed_total", "Push notifications given up on.", rest__push_failed);
-    metrics_counter_fn("sori_push_dropped_total", "Push notifications dropped (queue full, rate, shutdown).",
-                       rest__push_dropped);
-    metrics_counter_fn("sori_push_skipped_total", "Push notifications not sent: the room was read meanwhile.",
-                       rest__push_skipped);
-    metrics_counter_fn("sori_push_retries_total", "Push attempts after the first.", rest__push_retries);
-    metrics_gauge("sori_push_queued", "Push notifications waiting.", rest__push_queued);
     http_route_add("POST", "/api/signup", rest__signup);
     http_route_add("POST", "/api/login", rest__login);
     http_route_add("GET", "/api/me", rest__me);

@@ -47,6 +47,7 @@
 #include "util/json_esc.h"
 #include "util/log.h"
 #include "util/map.h"
+#include "util/metrics.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -889,4 +890,28 @@ void push_stats(push_stats_t *out)
     out->skipped = atomic_load_explicit(&push__n.skipped, memory_order_relaxed);
     out->retries = atomic_load_explicit(&push__n.retries, memory_order_relaxed);
     out->queued = atomic_load_explicit(&push__n.queued, memory_order_relaxed);
+}
+
+#define PUSH__READER(field)                                                                  \
+    static double push__m_##field(void)                                                    \
+    {                                                                                      \
+        return (double)atomic_load_explicit(&push__n.field, memory_order_relaxed);          \
+    }
+PUSH__READER(sent)
+PUSH__READER(failed)
+PUSH__READER(dropped)
+PUSH__READER(skipped)
+PUSH__READER(retries)
+PUSH__READER(queued)
+
+void push_metrics_register(void)
+{
+    metrics_counter_fn("sori_push_sent_total", "Push notifications delivered (2xx).", push__m_sent);
+    metrics_counter_fn("sori_push_failed_total", "Push notifications given up on.", push__m_failed);
+    metrics_counter_fn("sori_push_dropped_total", "Push notifications dropped (queue full, rate, shutdown).",
+                       push__m_dropped);
+    metrics_counter_fn("sori_push_skipped_total", "Push notifications not sent: the room was read meanwhile.",
+                       push__m_skipped);
+    metrics_counter_fn("sori_push_retries_total", "Push attempts after the first.", push__m_retries);
+    metrics_gauge("sori_push_queued", "Push notifications waiting.", push__m_queued);
 }

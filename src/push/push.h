@@ -55,5 +55,7 @@ typedef struct {
 } push_stats_t;
 
 void push_stats(push_stats_t *out);
+/* Registers the counters above with util/metrics (once, at startup). */
+void push_metrics_register(void);
 
 #endif

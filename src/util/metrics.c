@@ -1,14 +1,26 @@
 /*
- * metrics.c: see metrics.h. Histograms have fixed buckets (cumulative on
- * output, as Prometheus wants); counts and sums are atomics, the sum in
- * micro-units so that it stays an integer add.
+ * metrics.c: see metrics.h. Counters are sharded: each thread adds to one
+ * of METRICS__SHARDS cache-line-sized rows (picked round-robin on its first
+ * add), so workers counting frames and messages never share a line; a
+ * scrape sums the rows. Histograms (store commits, a few thousand a second
+ * at most) have fixed buckets, cumulative on output as Prometheus wants;
+ * their sums are kept in micro-units so that adding stays an integer add.
  */
 #include "util/metrics.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
 
-static _Atomic uint64_t metrics__c[M_COUNTER__N];
+#define METRICS__SHARDS 16
+
+/* One row per shard, padded to whole cache lines. */
+typedef struct {
+    _Alignas(64) _Atomic uint64_t v[M_COUNTER__N];
+} metrics_shard_t;
+
+static metrics_shard_t metrics__c[METRICS__SHARDS];
+static atomic_uint metrics__next_shard;
+static _Thread_local int metrics__shard = -1;
 
 static const struct {
     const char *name, *help;
@@ -53,7 +65,19 @@ typedef struct {
 static metrics_fn_t metrics__fns[32];
 static int metrics__nfns;
 
-void metrics_add(metric_counter_t c, uint64_t n) { atomic_fetch_add_explicit(&metrics__c[c], n, memory_order_relaxed); }
+void metrics_add(metric_counter_t c, uint64_t n)
+{
+    if (metrics__shard < 0)
+        metrics__shard = (int)(atomic_fetch_add_explicit(&metrics__next_shard, 1, memory_order_relaxed) % METRICS__SHARDS);
+    atomic_fetch_add_explicit(&metrics__c[metrics__shard].v[c], n, memory_order_relaxed);
+}
+
+static uint64_t metrics__sum(metric_counter_t c)
+{
+    uint64_t t = 0;
+    for (int i = 0; i < METRICS__SHARDS; i++) t += atomic_load_explicit(&metrics__c[i].v[c], memory_order_relaxed);
+    return t;
+}
 
 void metrics_observe(metric_hist_t h, double v)
 {
@@ -81,7 +105,7 @@ int metrics_render(buf_t *b)
     for (int i = 0; i < M_COUNTER__N; i++)
         rc |= buf_appendf(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", metrics__cdesc[i].name,
                           metrics__cdesc[i].help, metrics__cdesc[i].name, metrics__cdesc[i].name,
-                          (unsigned long long)atomic_load_explicit(&metrics__c[i], memory_order_relaxed));
+                          (unsigned long long)metrics__sum((metric_counter_t)i));
     for (int i = 0; i < metrics__nfns; i++) {
         const metrics_fn_t *f = &metrics__fns[i];
         rc |= buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", f->name, f->help, f->name,

@@ -7,7 +7,6 @@ import asyncio
 import http.server
 import json
 import os
-import re
 import subprocess
 import threading
 import time
@@ -18,7 +17,6 @@ from chatclient import connect, run, uniq
 from conftest import SANITIZER_MARKERS, SLOW, SORI_BIN
 
 
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [EWID] \w+: ")
 
 
 class Hook:
@@ -220,9 +218,40 @@ def test_bad_webhook_exits_2(tmp_path, url):
     for marker in SANITIZER_MARKERS:
         assert marker not in err, err
     assert p.returncode == 2, (p.returncode, err)
-    # One line of error; startup log lines (timestamped) may come before it.
-    lines = [l for l in err.splitlines() if l.strip() and not LOG_LINE.match(l)]
+    # Exactly one line, checked before anything is created on disk.
+    lines = [l for l in err.splitlines() if l.strip()]
     assert len(lines) == 1, err
+    assert not (tmp_path / "data").exists()
     assert lines[0].startswith("sori: --push-webhook: "), lines[0]
     if url.startswith("https"):
         assert "https" in lines[0] and "proxy" in lines[0], lines[0]
+
+
+def test_mention_of_offline_member_is_pushed(make_server, hook_factory):
+    """A mention of a member with no open connection is pushed (kind
+    "mention"); an online member who is mentioned gets nothing."""
+    hook = hook_factory()
+    server = make_server("--push-webhook", hook.url)
+    alice, bob, carol = uniq("alice"), uniq("bob"), uniq("carol")
+    room = uniq("room")
+
+    async def main():
+        a = await connect(server, alice)
+        await a.ok({"type": "create", "room": room, "kind": "public"}, "created")
+        for name in (bob, carol):
+            c = await connect(server, name)
+            await c.ok({"type": "join", "room": room}, "joined")
+            if name == bob:
+                await c.close()
+            else:
+                online = c
+        await asyncio.sleep(0.2 * SLOW)
+        ack = await a.ok({"type": "send", "room": room, "text": "hi @%s and @%s" % (bob, carol)}, "ack")
+        got = hook.wait(1, 5 * SLOW)
+        body = json.loads(got[0][2])
+        assert body["type"] == "mention" and body["user"] == bob and body["room"] == room
+        assert body["id"] == ack["id"] and body["seq"] == ack["seq"] and body["from"] == alice
+        assert len(hook.quiet(0.5)) == 1  # nothing for carol, who is online
+        await online.close()
+        await a.close()
+    run(main())
