@@ -10,6 +10,7 @@
  */
 #include "auth/auth.h"
 #include "chat/chat_internal.h"
+#include "chat/chat_text.h"
 #include "util/err.h"
 #include "util/json_esc.h"
 #include "util/log.h"
@@ -25,6 +26,7 @@ void chat__ack_now(chat_msg_t *m);
 #define CHAT_WATCH_MAX 1000
 #define CHAT_ATTACH_MAX 10
 #define CHAT_MENTIONS_MAX 50
+_Static_assert(CHAT_TEXT_NAME_MAX == CHAT_USER_MAX, "mention names are user names");
 
 static chat_member_t *chat__member(chat_room_t *r, const char *user)
 {
@@ -216,42 +218,10 @@ typedef struct {
     char *json; /* [{id, url, type, size}, ...] or NULL */
 } chat_attach_t;
 
-static int chat__name_char(char c)
+/* Mention-scanner callback: is this name a member of the room (its lock held)? */
+static int chat__is_member_name(void *ctx, const char *name, size_t len)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-           c == '-';
-}
-
-/* The members of r named as @name in text, without duplicates and without
- * the sender (room lock held). Returns how many went into names. */
-static uint32_t chat__mentions(chat_room_t *r, const char *from, const char *text, size_t len,
-                               char names[][CHAT_USER_MAX + 1], uint32_t max)
-{
-    uint32_t n = 0;
-    for (size_t i = 0; i < len && n < max; i++) {
-        if (text[i] != '@' || (i > 0 && chat__name_char(text[i - 1]))) continue;
-        size_t j = i + 1;
-        while (j < len && j - i - 1 < CHAT_USER_MAX + 8 && chat__name_char(text[j])) j++;
-        size_t nl = j - i - 1;
-        char name[CHAT_USER_MAX + 1];
-        /* "@bob." at the end of a sentence: try "bob." then "bob". */
-        for (; nl > 0; nl--) {
-            if (nl > CHAT_USER_MAX) continue;
-            memcpy(name, text + i + 1, nl);
-            name[nl] = 0;
-            if (map_get(&r->members, name, nl)) break;
-            if (text[i + nl] != '.') {
-                nl = 0;
-                break;
-            }
-        }
-        if (!nl || !strcmp(name, from)) continue;
-        int dup = 0;
-        for (uint32_t k = 0; k < n && !dup; k++) dup = !strcmp(names[k], name);
-        if (!dup) memcpy(names[n++], name, nl + 1);
-        i = j - 1;
-    }
-    return n;
+    return map_get(&((chat_room_t *)ctx)->members, name, len) != NULL;
 }
 
 /* The message's meta object text, or NULL when it has nothing. */
@@ -320,7 +290,7 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
         return;
     }
     char names[CHAT_MENTIONS_MAX][CHAT_USER_MAX + 1];
-    uint32_t nm = chat__mentions(r, u->name, text, len, names, CHAT_MENTIONS_MAX);
+    uint32_t nm = chat_text_mentions(text, len, u->name, chat__is_member_name, r, names, CHAT_MENTIONS_MAX);
     char *meta = chat__meta(at, names, nm);
     size_t nat = at ? at->n : 0;
     chat_msg_t *m = chat__msg_new(r, chat__next_id(now), r->seq + 1, now, u->name, text, len, cid, meta);
@@ -987,29 +957,6 @@ static void chat__sread_run(store_read_t *rd, const store_type_t *type, store_ba
     free(h);
 }
 
-/* q as an FTS5 query that cannot be a syntax error: every word a quoted
- * string (quotes doubled), all of them required. NULL if q has no word. */
-static char *chat__fts_match(const char *q)
-{
-    buf_t b = {0};
-    int rc = 0, words = 0;
-    for (const char *p = q; *p;) {
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
-        if (!*p) break;
-        rc |= words ? buf_append(&b, " \"", 2) : buf_append(&b, "\"", 1);
-        words++;
-        for (; *p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r'; p++)
-            rc |= *p == '"' ? buf_append(&b, "\"\"", 2) : buf_append(&b, p, 1);
-        rc |= buf_append(&b, "\"", 1);
-    }
-    rc |= buf_append(&b, "", 1);
-    if (rc || !words) {
-        buf_free(&b);
-        return NULL;
-    }
-    return b.data;
-}
-
 void chat_search(chat_session_t *s, json_t *ref, const char *q, const char *room, int limit)
 {
     if (!q || strlen(q) > 512) {
@@ -1023,7 +970,7 @@ void chat_search(chat_session_t *s, json_t *ref, const char *q, const char *room
         chat__error(s, ref, "internal", "Out of memory.");
         return;
     }
-    if (!(h->match = chat__fts_match(q))) {
+    if (!(h->match = chat_text_fts_match(q))) {
         free(h);
         chat__error(s, ref, "bad_request", "q needs at least one word.");
         return;

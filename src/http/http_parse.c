@@ -339,6 +339,22 @@ fail:
 }
 
 /* On failure out is the empty string (when cap > 0). */
+int http_path_segments(slice_t path, size_t skip, char seg[][HTTP_SEG_MAX], int max)
+{
+    int n = 0;
+    size_t i = skip;
+    while (i < path.len && n < max) {
+        size_t j = i;
+        while (j < path.len && path.p[j] != '/') j++;
+        if (j == i || http_url_decode((slice_t){path.p + i, j - i}, seg[n], HTTP_SEG_MAX, 0) < 0) return -1;
+        n++;
+        i = j + 1;
+        if (j == path.len) break;
+    }
+    if (i < path.len) return -1; /* more segments than expected */
+    return n;
+}
+
 int http_query_get(slice_t query, const char *key, char *out, size_t cap)
 {
     size_t klen = strlen(key);

@@ -67,6 +67,15 @@ int http_url_decode(slice_t in, char *out, size_t cap, int plus_as_space);
  * no '=' has the empty value. */
 int http_query_get(slice_t query, const char *key, char *out, size_t cap);
 
+#define HTTP_SEG_MAX 128 /* a decoded path segment, NUL included */
+
+/* Splits path[skip..] at '/' into at most max percent-decoded segments
+ * ("/api/rooms/{a}/{b}" with skip = strlen("/api/rooms/")), each
+ * NUL-terminated in seg[]; one trailing '/' is allowed. Returns the count,
+ * or -1 for an empty segment, a bad escape, a decoded NUL, a segment longer
+ * than HTTP_SEG_MAX - 1, or more than max segments. */
+int http_path_segments(slice_t path, size_t skip, char seg[][HTTP_SEG_MAX], int max);
+
 /* The reason phrase of a status code ("Not Found"), "Unknown" if unknown. */
 const char *http_status_text(int status);
 

@@ -406,23 +406,6 @@ static void rest__presence(http_req_t *r, const char *user, const char *who)
     rest__call_end(c);
 }
 
-/* Path segments after a prefix, percent-decoded: /api/rooms/{a}/{b}/{c}. */
-static int rest__segments(slice_t path, size_t skip, char seg[][128], int max)
-{
-    int n = 0;
-    size_t i = skip;
-    while (i < path.len && n < max) {
-        size_t j = i;
-        while (j < path.len && path.p[j] != '/') j++;
-        if (j == i || http_url_decode((slice_t){path.p + i, j - i}, seg[n], 128, 0) < 0) return -1;
-        n++;
-        i = j + 1;
-        if (j == path.len) break;
-    }
-    if (i < path.len) return -1; /* more segments than expected */
-    return n;
-}
-
 static int rest__is(const http_req_t *r, const char *m)
 {
     return r->req->method.len == strlen(m) && !memcmp(r->req->method.p, m, r->req->method.len);
@@ -438,8 +421,8 @@ static void rest__method_not_allowed(http_req_t *r, const char *allow)
 
 static void rest__rooms(http_req_t *r)
 {
-    char user[AUTH_USER_MAX + 1], seg[3][128];
-    int n = rest__segments(r->req->path, strlen("/api/rooms/"), seg, 3);
+    char user[AUTH_USER_MAX + 1], seg[3][HTTP_SEG_MAX];
+    int n = http_path_segments(r->req->path, strlen("/api/rooms/"), seg, 3);
     if (r->req->path.len == strlen("/api/rooms")) n = 0;
     if (n < 0) {
         http_not_found_handle(r);
@@ -516,8 +499,8 @@ static void rest__rooms(http_req_t *r)
 
 static void rest__users(http_req_t *r)
 {
-    char user[AUTH_USER_MAX + 1], seg[2][128];
-    int n = rest__segments(r->req->path, strlen("/api/users/"), seg, 2);
+    char user[AUTH_USER_MAX + 1], seg[2][HTTP_SEG_MAX];
+    int n = http_path_segments(r->req->path, strlen("/api/users/"), seg, 2);
     if (n != 2 || strcmp(seg[1], "presence")) {
         http_not_found_handle(r);
         return;
@@ -737,8 +720,8 @@ static void rest__file_after(uv_work_t *req, int status)
 
 static void rest__file(http_req_t *r)
 {
-    char user[AUTH_USER_MAX + 1], seg[1][128];
-    if (rest__segments(r->req->path, strlen("/uploads/"), seg, 1) != 1 || strlen(seg[0]) != 32 ||
+    char user[AUTH_USER_MAX + 1], seg[1][HTTP_SEG_MAX];
+    if (http_path_segments(r->req->path, strlen("/uploads/"), seg, 1) != 1 || strlen(seg[0]) != 32 ||
         strspn(seg[0], "0123456789abcdef") != 32) {
         http_not_found_handle(r);
         return;

@@ -681,6 +681,33 @@ static void test_query_from_request(void **state)
 
 /* ---- RFC 9110 §15: reason phrases ---- */
 
+/* ---- REST path segments (/api/rooms/{room}/{what}) ---- */
+
+static void test_path_segments(void **state)
+{
+    (void)state;
+    char seg[3][HTTP_SEG_MAX];
+    size_t skip = strlen("/api/rooms/");
+    assert_int_equal(http_path_segments(S("/api/rooms/general/messages"), skip, seg, 3), 2);
+    assert_string_equal(seg[0], "general");
+    assert_string_equal(seg[1], "messages");
+    assert_int_equal(http_path_segments(S("/api/rooms/a%2Fb/members/bob"), skip, seg, 3), 3);
+    assert_string_equal(seg[0], "a/b");
+    assert_string_equal(seg[2], "bob");
+    assert_int_equal(http_path_segments(S("/api/rooms/general/"), skip, seg, 3), 1); /* one trailing '/' */
+    assert_int_equal(http_path_segments(S("/api/rooms/"), skip, seg, 3), 0);
+    assert_int_equal(http_path_segments(S("/api/rooms/a//b"), skip, seg, 3), -1);    /* empty segment */
+    assert_int_equal(http_path_segments(S("/api/rooms/a/b/c/d"), skip, seg, 3), -1); /* too many */
+    assert_int_equal(http_path_segments(S("/api/rooms/a%zz"), skip, seg, 3), -1);    /* bad escape */
+    assert_int_equal(http_path_segments(S("/api/rooms/a%00"), skip, seg, 3), -1);    /* decoded NUL */
+    char longseg[200];
+    memset(longseg, 'x', sizeof longseg);
+    memcpy(longseg, "/api/rooms/", skip);
+    assert_int_equal(http_path_segments((slice_t){longseg, HTTP_SEG_MAX - 1 + skip}, skip, seg, 3), 1);
+    assert_int_equal(strlen(seg[0]), HTTP_SEG_MAX - 1);
+    assert_int_equal(http_path_segments((slice_t){longseg, HTTP_SEG_MAX + skip}, skip, seg, 3), -1);
+}
+
 static void test_status_text(void **state)
 {
     (void)state;
@@ -760,6 +787,7 @@ int main(void)
         cmocka_unit_test(test_query_whole_keys),
         cmocka_unit_test(test_query_edges),
         cmocka_unit_test(test_query_from_request),
+        cmocka_unit_test(test_path_segments),
         cmocka_unit_test(test_status_text),
         cmocka_unit_test(test_line_helper),
     };
