@@ -19,6 +19,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -338,13 +340,22 @@ int net_start(const net_config_t *cfg, char *err, size_t errlen)
         w->listener.data = w;
         uv_poll_start(&w->listener, UV_READABLE, worker__accept_cb);
     }
-    for (int i = 0; i < cfg->workers; i++) {
+    /* Workers (and the libuv thread pool they start) block every signal:
+     * SIGTERM and SIGINT go to the main thread's loop, never to a worker
+     * busy elsewhere (under TSan a signal caught by a worker could wait
+     * there for its next intercepted call). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = 0;
+    for (int i = 0; i < cfg->workers && !rc; i++) {
         if (uv_thread_create(&net__workers[i].thread, worker__main, &net__workers[i]) != 0) {
             snprintf(err, errlen, "cannot start worker thread %d", i);
-            return SORI_EIO;
+            rc = SORI_EIO;
         }
     }
-    return 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
 }
 
 int net_port(void) { return net__cfg.port; }
