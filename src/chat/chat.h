@@ -87,6 +87,14 @@ const char *chat_session_user(const chat_session_t *s);
 /* The message event as JSON text ({"type":"message",...}), encoded once. */
 const char *chat_msg_json(const chat_msg_t *m, size_t *len);
 uint64_t chat_msg_seq(const chat_msg_t *m);
+uint64_t chat_msg_id(const chat_msg_t *m);
+int64_t chat_msg_ts(const chat_msg_t *m);
+const char *chat_msg_from(const chat_msg_t *m);
+/* The room of a message or room event; NULL for events addressed to a user
+ * (presence, member notices). */
+const char *chat_msg_room(const chat_msg_t *m);
+/* 1 for typing/receipt/member/presence events (no id, seq or from). */
+int chat_msg_is_event(const chat_msg_t *m);
 /* A per-protocol encoding cached on the message (slot 0: JSON frame,
  * slot 1: STOMP), built by the first recipient that needs it. get returns
  * NULL if absent; set returns the winner (yours or an earlier one, in which

@@ -262,6 +262,11 @@ const char *chat_msg_json(const chat_msg_t *m, size_t *len)
 }
 
 uint64_t chat_msg_seq(const chat_msg_t *m) { return (uint64_t)m->seq; }
+uint64_t chat_msg_id(const chat_msg_t *m) { return m->id; }
+int64_t chat_msg_ts(const chat_msg_t *m) { return m->ts; }
+const char *chat_msg_from(const chat_msg_t *m) { return m->from ? m->from : ""; }
+const char *chat_msg_room(const chat_msg_t *m) { return m->room ? m->room->id : NULL; }
+int chat_msg_is_event(const chat_msg_t *m) { return m->is_event; }
 
 void *chat_msg_cache_get(chat_msg_t *m, int slot)
 {
@@ -572,6 +577,7 @@ void chat__room_event(chat_room_t *r, json_t *obj, chat_session_t *except)
 {
     chat_msg_t *ev = chat__event_new(obj);
     if (!ev) return;
+    ev->room = r; /* rooms live until shutdown */
     chat__fanout(r, ev, except);
     chat__msg_unref(ev);
 }

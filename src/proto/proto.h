@@ -1,7 +1,7 @@
 /*
- * proto.h: the front ends that turn frames into commands. For now the
- * WebSocket entry point (/ws: sub-protocol choice, identity, the JSON
- * session) and the /echo conformance endpoint.
+ * proto.h: the front ends that turn frames and requests into commands: the
+ * WebSocket entry point (/ws: sub-protocol choice, identity, then the JSON
+ * or STOMP session), the REST API and the /echo conformance endpoint.
  */
 #ifndef SORI_PROTO_PROTO_H
 #define SORI_PROTO_PROTO_H
@@ -21,10 +21,12 @@ void proto_echo_route(http_req_t *r);
 /*
  * Who is connecting (PROTOCOL.md §2), first match wins: Authorization:
  * Bearer <token>, ?token=<token>, then ?user=<name> when guests are allowed.
+ * With optional (STOMP, which may authenticate in CONNECT), no credentials
+ * at all is 0 with user "".
  * Returns 0 with user (AUTH_USER_MAX + 1 bytes) filled, or the HTTP status
  * it already answered r with (401 with a JSON body, 400 for a bad name).
  */
-int proto_identify(http_req_t *r, char *user);
+int proto_identify(http_req_t *r, char *user, int optional);
 
 /* The REST API (PROTOCOL.md §7): registers its routes. */
 void proto_rest_routes(void);

@@ -1,7 +1,7 @@
 /*
- * proto_json.c: the JSON protocol front end (PROTOCOL.md §2-§4): the
- * /ws route (handshake, identity, `hello`), decoding each command into a
- * chat_* call, and the chat sink that encodes replies and events. Holds no
+ * proto_json.c: the JSON protocol front end (PROTOCOL.md §2-§4): `hello`,
+ * decoding each command into a chat_* call, and the chat sink that encodes
+ * replies and events (the /ws route that picks it is in proto_ws.c). Holds no
  * chat logic. Bad input gets an `error` frame and the connection stays open.
  *
  * Owns json_session_t (one per connection, freed in on_close, which also
@@ -11,7 +11,7 @@
  * events are encoded by chat once and wrapped in one shared WebSocket frame
  * (slot 0 of the message's cache) for every JSON recipient.
  */
-#include "proto/proto.h"
+#include "proto/proto_internal.h"
 #include "auth/auth.h"
 #include "chat/chat.h"
 #include "util/clock.h"
@@ -29,8 +29,7 @@
 typedef struct {
     ws_conn_t *ws;
     chat_session_t *chat;
-    double tokens;      /* rate limit bucket */
-    int64_t bucket_ms;
+    proto_bucket_t rate;
     char session[20];
 } json_session_t;
 
@@ -158,17 +157,6 @@ static int json__int(ws_conn_t *ws, json_t *ref, json_t *cmd, const char *key, i
     return 1;
 }
 
-static int json__rate_ok(json_session_t *js)
-{
-    int64_t now = clock_now_ms();
-    js->tokens += (double)(now - js->bucket_ms) * sori_config.rate / 1000.0;
-    if (js->tokens > sori_config.burst) js->tokens = sori_config.burst;
-    js->bucket_ms = now;
-    if (js->tokens < 1) return 0;
-    js->tokens -= 1;
-    return 1;
-}
-
 static void json__command(json_session_t *js, json_t *cmd)
 {
     ws_conn_t *ws = js->ws;
@@ -180,7 +168,7 @@ static void json__command(json_session_t *js, json_t *cmd)
         json__error(ws, ref, "bad_request", "A command needs a \"type\" string.");
         return;
     }
-    if (!json__rate_ok(js)) {
+    if (!proto_bucket_take(&js->rate)) {
         json__error(ws, ref, "rate_limited", "Too many commands; slow down.");
         return;
     }
@@ -346,71 +334,16 @@ static const ws_app_t json__app = {
     .on_drain = json__on_drain,
 };
 
-static const char *const proto__subprotocols[] = {"sori.v1", NULL};
-
-int proto_identify(http_req_t *r, char *user)
+void proto_json_accept(http_req_t *r, const ws_handshake_t *hs, const char *user)
 {
-    char token[4200];
-    int n = -1;
-    const slice_t *authz = http_header_get(r->req, "Authorization");
-    if (authz && authz->len > 7 && strncasecmp(authz->p, "Bearer ", 7) == 0 && authz->len - 7 < sizeof token) {
-        n = (int)(authz->len - 7);
-        memcpy(token, authz->p + 7, (size_t)n);
-        token[n] = 0;
-    } else {
-        n = http_query_get(r->req->query, "token", token, sizeof token);
-    }
-    if (n >= 0) {
-        int rc = auth_token_verify(sori_config.secret, token, (size_t)n, clock_now_ms() / 1000, user, NULL);
-        if (rc == 0) return 0;
-        http_respond_error(r, 401, "unauthorized",
-                           rc == SORI_EPERM ? "The token has expired; log in again." : "The token is not valid.");
-        return 401;
-    }
-    char name[64];
-    n = http_query_get(r->req->query, "user", name, sizeof name);
-    if (!sori_config.allow_guests || n < 0) {
-        http_respond_error(r, 401, "unauthorized",
-                           sori_config.allow_guests ? "Connect with a token, or as a guest with ?user=NAME."
-                                                    : "A valid token is required (Authorization: Bearer or ?token=).");
-        return 401;
-    }
-    if (!auth_valid_user(name, (size_t)n)) {
-        http_respond_error(r, 400, "bad_request", "User names are 1-32 of A-Z a-z 0-9 _ . -");
-        return 400;
-    }
-    memcpy(user, name, (size_t)n + 1);
-    return 0;
-}
-
-void proto_ws_route(http_req_t *r)
-{
-    ws_handshake_t hs;
-    const char *msg;
-    int status = ws_handshake_check(r->req, proto__subprotocols, &hs, &msg);
-    if (status) {
-        if (status == 426) {
-            char body[256];
-            int blen = snprintf(body, sizeof body, "{\"error\":\"bad_request\",\"message\":\"%s\"}", msg);
-            http_respond(r, 426, "application/json", "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n",
-                         body, (size_t)blen);
-            return;
-        }
-        http_respond_error(r, status, status == 403 ? "forbidden" : "bad_request", msg);
-        return;
-    }
-    char user[AUTH_USER_MAX + 1];
-    if (proto_identify(r, user)) return;
     json_session_t *js = calloc(1, sizeof *js);
     if (!js) {
         http_respond_error(r, 500, "internal", "Out of memory.");
         return;
     }
-    js->tokens = sori_config.burst;
-    js->bucket_ms = clock_now_ms();
-    snprintf(js->session, sizeof js->session, "%016llx",
-             (unsigned long long)r->c->id ^ ((unsigned long long)sori_config.node_id << 54));
-    ws_conn_t *ws = ws_accept(r, &hs, &json__app, js);
+    proto_bucket_init(&js->rate);
+    proto_session_id(r, js->session);
+    ws_conn_t *ws = ws_accept(r, hs, &json__app, js);
     if (!ws) {
         free(js);
         return;
@@ -425,36 +358,8 @@ void proto_ws_route(http_req_t *r)
     if (!js->chat) ws_close(ws, 1011, "out of memory");
 }
 
-void proto_init(void) { chat_msg_cache_register(0, json__destroy_frame); }
-
-/* ---- /echo ---- */
-
-static void echo__on_message(ws_conn_t *ws, int opcode, char *data, size_t len)
+void proto_init(void)
 {
-    ws_send(ws, opcode, data, len);
-}
-
-static const ws_app_t echo__app = {.name = "echo", .on_message = echo__on_message};
-
-void proto_echo_route(http_req_t *r)
-{
-    ws_handshake_t hs;
-    const char *msg;
-    int status = ws_handshake_check(r->req, NULL, &hs, &msg);
-    if (status == 400 && http_header_get(r->req, "Sec-WebSocket-Protocol")) {
-        /* the echo endpoint ignores sub-protocols rather than refusing them */
-        http_request_t copy = *r->req;
-        size_t j = 0;
-        for (size_t i = 0; i < copy.nheaders; i++)
-            if (!(copy.headers[i].name.len == 22 &&
-                  strncasecmp(copy.headers[i].name.p, "Sec-WebSocket-Protocol", 22) == 0))
-                copy.headers[j++] = copy.headers[i];
-        copy.nheaders = j;
-        status = ws_handshake_check(&copy, NULL, &hs, &msg);
-    }
-    if (status) {
-        http_respond_error(r, status, status == 403 ? "forbidden" : "bad_request", msg);
-        return;
-    }
-    ws_accept(r, &hs, &echo__app, NULL);
+    chat_msg_cache_register(0, json__destroy_frame);
+    proto_stomp_init();
 }

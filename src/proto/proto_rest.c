@@ -197,7 +197,7 @@ static void rest__call_end(rest_call_t *c)
 /* The caller (Bearer, ?token=, or a guest); 0 or answered. */
 static int rest__user(http_req_t *r, char *user)
 {
-    return proto_identify(r, user) == 0 ? 0 : -1;
+    return proto_identify(r, user, 0) == 0 ? 0 : -1;
 }
 
 /* ---- accounts ---- */

@@ -75,6 +75,7 @@ static const config_opt_t config__opts[] = {
     {"push-rate", OPT_INT, O(push_rate), 1, 1000000, "10", "push notifications per minute per user; beyond this they are dropped (counted)"},
     {"push-attempts", OPT_INT, O(push_attempts), 1, 100, "5", "tries per push notification (exponential backoff from 500 ms)"},
     {"push-delay-ms", OPT_INT, O(push_delay_ms), 0, 3600000, "0", "wait before sending a push; a user who reads the room meanwhile gets none"},
+    {"stomp-heartbeat-ms", OPT_INT, O(stomp_heartbeat_ms), 100, 3600000, "10000", "STOMP heart-beat interval the server offers and asks for; the larger of this and the client's applies (PROTOCOL.md STOMP)"},
     {"search-max", OPT_INT, O(search_max), 1, 1000, "100", "largest `limit` of a search"},
 };
 

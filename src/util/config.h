@@ -60,6 +60,7 @@ typedef struct {
     int push_attempts;        /* tries per notification */
     int push_delay_ms;        /* wait before sending (a read in the meantime cancels it) */
     int search_max;           /* largest `limit` of a search */
+    int stomp_heartbeat_ms;   /* STOMP heart-beat the server offers and asks for */
 } sori_config_t;
 
 extern sori_config_t sori_config;

@@ -98,6 +98,12 @@ ws_shared_t *ws_shared_ref(ws_shared_t *s);
 void ws_shared_unref(ws_shared_t *s);
 /* Queues the right variant of s on ws; as ws_send. */
 int ws_send_shared(ws_conn_t *ws, ws_shared_t *s);
+/* One message whose payload is prefix[0..plen) (copied; per recipient, at
+ * most WS_PREFIX_MAX bytes) followed by s's payload (shared, not copied).
+ * With permessage-deflate the prefix goes in a stored deflate block ahead
+ * of s's shared compressed payload. As ws_send; SORI_E2BIG if plen is over. */
+#define WS_PREFIX_MAX 1024
+int ws_send_shared_prefixed(ws_conn_t *ws, const void *prefix, size_t plen, ws_shared_t *s);
 
 /* Bytes queued on the connection and not yet written. */
 uint64_t ws_unsent(const ws_conn_t *ws);

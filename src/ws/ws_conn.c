@@ -201,26 +201,73 @@ void ws_shared_unref(ws_shared_t *s)
     free(s);
 }
 
+/* s's frame compressed for `bits`, built by the first thread that needs it;
+ * NULL if compression failed. */
+static sbuf_t *ws__shared_z(ws_shared_t *s, int bits)
+{
+    sbuf_t *z = atomic_load_explicit(&s->z[bits], memory_order_acquire);
+    if (z || ws__compress(bits, s->plain->data + s->hdr, s->plain->len - s->hdr) != 0) return z;
+    sbuf_t *mine = ws__frame(s->opcode, WS_RSV1, ws__outbuf.data, ws__outbuf.len);
+    ws__shrink(&ws__outbuf);
+    sbuf_t *expected = NULL;
+    if (mine && !atomic_compare_exchange_strong(&s->z[bits], &expected, mine)) {
+        sbuf_unref(mine); /* another thread built it first */
+        mine = expected;
+    }
+    return mine;
+}
+
 int ws_send_shared(ws_conn_t *ws, ws_shared_t *s)
 {
+    metrics_inc(M_FRAMES_OUT);
     if (ws->state != WS_OPEN) return SORI_ECLOSED;
     size_t plen = s->plain->len - s->hdr;
     int bits = ws->deflate_bits;
     if (bits && plen >= (size_t)sori_config.ws_deflate_min) {
-        sbuf_t *z = atomic_load_explicit(&s->z[bits], memory_order_acquire);
-        if (!z && ws__compress(bits, s->plain->data + s->hdr, plen) == 0) {
-            sbuf_t *mine = ws__frame(s->opcode, WS_RSV1, ws__outbuf.data, ws__outbuf.len);
-            ws__shrink(&ws__outbuf);
-            sbuf_t *expected = NULL;
-            if (mine && !atomic_compare_exchange_strong(&s->z[bits], &expected, mine)) {
-                sbuf_unref(mine); /* another thread built it first */
-                mine = expected;
-            }
-            z = mine;
-        }
+        sbuf_t *z = ws__shared_z(s, bits);
         if (z) return ws__queue(ws, z, 0, z->len);
     }
     return ws__queue(ws, s->plain, 0, s->plain->len);
+}
+
+/* The header length of a frame we built (RFC 6455 §5.2; never masked). */
+static uint32_t ws__hdr_len(const sbuf_t *f)
+{
+    uint8_t l = (uint8_t)f->data[1] & 0x7f;
+    return l == 127 ? 10 : l == 126 ? 4 : 2;
+}
+
+int ws_send_shared_prefixed(ws_conn_t *ws, const void *prefix, size_t plen, ws_shared_t *s)
+{
+    metrics_inc(M_FRAMES_OUT);
+    if (ws->state != WS_OPEN) return SORI_ECLOSED;
+    if (plen > WS_PREFIX_MAX) return SORI_E2BIG;
+    uint8_t head[WS_FRAME_HEADER_MAX + 5 + WS_PREFIX_MAX];
+    size_t body = s->plain->len - s->hdr, h;
+    sbuf_t *src = s->plain;
+    uint32_t off = s->hdr;
+    int bits = ws->deflate_bits;
+    sbuf_t *z = bits && plen + body >= (size_t)sori_config.ws_deflate_min ? ws__shared_z(s, bits) : NULL;
+    if (z) {
+        /* [stored block: the prefix][the shared compressed body]: one valid
+         * deflate stream, since the body refers to nothing before it. */
+        src = z;
+        off = ws__hdr_len(z);
+        body = z->len - off;
+        h = ws_frame_header_write(head, s->opcode, 1, WS_RSV1, 5 + plen + body, NULL);
+        head[h++] = 0x00; /* BFINAL 0, BTYPE 00 (stored), padding to the byte */
+        head[h++] = (uint8_t)plen;
+        head[h++] = (uint8_t)(plen >> 8);
+        head[h++] = (uint8_t)~plen;
+        head[h++] = (uint8_t)(~plen >> 8);
+    } else {
+        h = ws_frame_header_write(head, s->opcode, 1, 0, plen + body, NULL);
+    }
+    memcpy(head + h, prefix, plen);
+    int rc = conn_write_copy(ws->c, head, h + plen, 0);
+    if (rc == 0) return ws__queue(ws, src, off, (uint32_t)body);
+    if (rc == SORI_E2BIG) ws__slow_consumer(ws);
+    return rc;
 }
 
 /* ---- receiving ---- */
