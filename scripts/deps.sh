@@ -11,6 +11,8 @@ PKGS=(
   libuv1-dev libjansson-dev libssl-dev zlib1g-dev libsqlite3-dev libsodium-dev
   # tests
   libcmocka-dev python3 python3-websockets python3-pytest python3-requests
+  # browser tests (driven by npm's playwright-core; never a downloaded browser)
+  chromium
 )
 
 missing=()

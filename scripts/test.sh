@@ -5,6 +5,8 @@
 #   3. the same unit and integration tests under ASan+UBSan (build/asan)
 #   4. the unit and integration tests under ThreadSanitizer (build/tsan)
 #   5. every libFuzzer target replaying its corpus (build/fuzz)
+# The browser tests (tests/e2e, Chromium via playwright-core) run after the
+# integration tests of the release and ASan builds.
 # Environment: SORI_TEST_QUICK=1 skips 3-4; PYTEST_ARGS passes flags to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +65,18 @@ integration() { # binary label
   count "$2" "$p" "$f"
 }
 
+e2e() { # binary label
+  note "browser: $2"
+  local out rc p f
+  out=$(SORI_BIN="$1" timeout 900 node --test --test-reporter=tap tests/e2e/ 2>&1); rc=$?
+  echo "$out" | grep -E '^(not )?ok |^# (pass|fail)' | tail -30
+  [ "$rc" -ne 0 ] && echo "$out" | grep -A25 '^not ok' | head -80
+  p=$(grep -oE '^# pass [0-9]+' <<<"$out" | grep -oE '[0-9]+$'); p=${p:-0}
+  f=$(grep -oE '^# fail [0-9]+' <<<"$out" | grep -oE '[0-9]+$'); f=${f:-0}
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  count "$2" "$p" "$f"
+}
+
 fuzz_replay() {
   note "fuzz corpus replay"
   local pass=0 fail=0
@@ -85,12 +99,14 @@ fuzz_replay() {
 if build release all unit; then
   note "unit (release)"; unit build "unit (release)"
   integration build/sori "integration (release)"
+  e2e build/sori "browser (release)"
 fi
 if [ "${SORI_TEST_QUICK:-0}" != 1 ]; then
   if build asan all unit; then
     note "unit (asan+ubsan)"
     ASAN_OPTIONS=detect_leaks=1 unit build/asan "unit (asan+ubsan)"
     integration build/asan/sori "integration (asan+ubsan)"
+    e2e build/asan/sori "browser (asan+ubsan)"
   fi
   if build tsan all unit; then
     note "unit (tsan)"

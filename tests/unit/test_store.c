@@ -1187,7 +1187,9 @@ static void test_async_commits_within_flush(void **state)
     assert_int_equal(batches, 1);
     assert_int_equal(l.bad_order, 0);
 
-    /* a queue of >= 4096 ops does not wait for the interval */
+    /* a queue of >= 4096 ops does not wait for the interval: measured from
+     * the moment the 4096th op was queued, so that queueing 5000 jobs on a
+     * slow sanitizer build cannot blur the two */
     store_close(s);
     s = sopen(t, STORE_ASYNC, 1000);
     enum { BIG = 5000 };
@@ -1195,17 +1197,19 @@ static void test_async_commits_within_flush(void **state)
     tlog_init(&l2);
     tjob_t *big = calloc(BIG, sizeof *big);
     t0 = store__now_ns();
+    int64_t full = 0;
     for (int i = 0; i < BIG; i++) {
         tjob_make(&big[i], &l2, 0, i, op_msg(room, NJ + 1 + i, u, "bulk", i, NULL, NULL));
         store_write(s, &big[i].job);
+        if (i == STORE__BATCH_OPS - 1) full = store__now_ns();
     }
     assert_int_equal(tlog_wait(&l2, BIG, 10000), BIG);
     /* the first 4096 go at once; the rest when their interval is up */
-    int64_t took = big[STORE__BATCH_OPS - 1].done_ns - t0, all = big[BIG - 1].done_ns - t0;
-    print_message("  async 1000 ms, %d jobs: first %d done after %.1f ms, all after %.1f ms\n", BIG,
-                  STORE__BATCH_OPS, took / 1e6, all / 1e6);
+    int64_t took = big[STORE__BATCH_OPS - 1].done_ns - full, all = big[BIG - 1].done_ns - t0;
+    print_message("  async 1000 ms, %d jobs: first %d done %.1f ms after the %dth was queued, all after %.1f ms\n",
+                  BIG, STORE__BATCH_OPS, took / 1e6, STORE__BATCH_OPS, all / 1e6);
     assert_true(took < 900 * 1000000LL);
-    assert_true(all < 1500 * 1000000LL);
+    assert_true(all < 2000 * 1000000LL);
     assert_int_equal(l2.bad_order, 0);
     store_stats(s, &batches, NULL, NULL);
     assert_true(batches >= 2);
