@@ -223,7 +223,7 @@ static void stomp__sink_message(chat_session_t *cs, chat_msg_t *m)
     int dm = room && !strncmp(room, "dm:", 3);
     int ev = chat_msg_is_event(m);
     for (stomp_sub_t *sub = ss->subs; sub; sub = sub->next) {
-        int match = (room && !dm && sub->kind == SUB_ROOM && !strcmp(sub->room, room)) ||
+        int match = (room && sub->kind == SUB_ROOM && !strcmp(sub->room, room)) ||
                     ((dm || (!room && ev)) && sub->kind == SUB_USER);
         if (match && (!ev || stomp__event_wanted(ss, sub, m))) stomp__deliver(ss, sub, m);
     }

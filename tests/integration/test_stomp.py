@@ -234,6 +234,12 @@ def test_direct_messages_through_user_queue(server):
         assert mine["json"]["text"] == "hi alice"
         # a room subscription does not get dms
         assert all(f["headers"]["destination"] == "/user/queue/messages" for f in bob.log if f["command"] == "MESSAGE")
+        # ... unless it is a subscription to that dm room itself
+        await bob.send_frame("SUBSCRIBE", {"id": "t", "destination": "/topic/room." + ack["room"], "receipt": "t"})
+        await bob.frame("RECEIPT")
+        await alice.ok({"type": "dm", "to": bname, "text": "both"})
+        got = sorted(m["headers"]["subscription"] for m in await bob.messages(2))
+        assert got == ["dm", "t"]
     run(go())
 
 
