@@ -3,7 +3,8 @@
 // headless, kept off the network), against a real sori started here on a
 // loopback port. Two browser contexts are two people: they sign up, create
 // and join a room, chat both ways, see typing and unread/mention badges,
-// send an image, live through a server restart without losing or doubling a
+// send an image, start direct messages by name, invite to a private room,
+// page back through history, live through a server restart without losing or doubling a
 // message, and see HTML in a message as text. A screenshot of the main view
 // is saved to tests/e2e/artifacts/main.png.
 //
@@ -325,4 +326,81 @@ test('phone width: the room list is behind a button and the composer fits', asyn
   await page.locator('#auth-form').waitFor({ timeout: T });
   assert.equal(await page.evaluate(() => localStorage.getItem('sori.token')), null);
   await ctx.close();
+});
+
+async function tokenOf(who) {
+  const r = await fetch(url() + 'api/login', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: who, password: 'correct horse battery' }),
+  });
+  return (await r.json()).token;
+}
+
+test('direct messages by name, presence dots, private rooms by invitation', async () => {
+  const a = await person(name('dan'));
+  const b = await person(name('fay'));
+  // a starts a dm with b by name: b's list gets the room with an unread badge
+  await a.getByRole('button', { name: 'Message a user' }).click();
+  await a.getByLabel('User name').fill(b.who);
+  await a.locator('#user-ok').click();
+  await a.locator('#room-title', { hasText: b.who }).waitFor({ timeout: T });
+  await a.locator('#room-meta', { hasText: 'online' }).waitFor({ timeout: T });  // b is online
+  await send(a, 'just between us');
+  const dm = `dm:${[a.who, b.who].sort().join(':')}`;
+  await badge(b, dm, 'unread').filter({ hasText: '1' }).waitFor({ timeout: T });
+  await b.locator(`.room-item[data-room="${dm}"]`).click();
+  await waitTexts(b, ['just between us']);
+  await send(b, 'sure');
+  await waitTexts(a, ['just between us', 'sure']);
+  await a.locator(`.room-item[data-room="${dm}"] .dot.online`).waitFor({ timeout: T });
+  // b leaves: a's dot goes grey
+  await closeAll(b);
+  await a.locator(`.room-item[data-room="${dm}"] .dot:not(.online)`).waitFor({ timeout: T });
+  // a private room: invisible in the directory until a invites c
+  const c = await person(name('gus'));
+  const priv = name('secret');
+  await createRoom(a, priv, 'private');
+  await c.getByRole('button', { name: 'Browse rooms' }).click();
+  await c.locator('#browse-list li').first().waitFor({ timeout: T });
+  assert.equal(await c.locator(`[data-join="${priv}"]`).count(), 0);
+  await c.keyboard.press('Escape');
+  await a.locator('#room-title', { hasText: priv }).waitFor({ timeout: T });
+  await a.getByRole('button', { name: 'Invite' }).click();
+  await a.getByLabel('User name').fill(c.who);
+  await a.locator('#user-ok').click();
+  await c.locator(`.room-item[data-room="${priv}"]`).waitFor({ timeout: T });
+  await send(a, 'welcome in');
+  await badge(c, priv, 'unread').filter({ hasText: '1' }).waitFor({ timeout: T });
+  await c.locator(`.room-item[data-room="${priv}"]`).click();
+  await waitTexts(c, ['welcome in']);
+  await closeAll(a, c);
+});
+
+test('history loads on open and pages back on scrolling up', async () => {
+  const a = await person(name('hal'));
+  const room = name('long');
+  await createRoom(a, room);
+  const tok = await tokenOf(a.who);
+  for (let i = 1; i <= 120; i++) {
+    const r = await fetch(url() + `api/rooms/${encodeURIComponent(room)}/messages`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + tok },
+      body: JSON.stringify({ text: `m${i}` }),
+    });
+    assert.equal(r.status, 201);
+  }
+  // a fresh page: the newest page first
+  const p = await a.context().newPage();
+  await p.goto(url());
+  await p.locator(`.room-item[data-room="${room}"]`).click();
+  await waitTexts(p, ['m119', 'm120']);
+  const first = (await texts(p))[0];
+  assert.equal(first, 'm71'); // 50 of them
+  // scrolling to the top loads the older pages, in order, without duplicates
+  for (let i = 0; i < 10 && (await texts(p))[0] !== 'm1'; i++) {
+    await p.locator('#drop-zone').evaluate((e) => { e.scrollTop = 0; });
+    await p.waitForTimeout(300);
+  }
+  const all = await texts(p);
+  assert.deepEqual(all, Array.from({ length: 120 }, (_, i) => `m${i + 1}`));
+  await closeAll(a);
 });
