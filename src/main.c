@@ -196,6 +196,22 @@ static int cmd_serve(int argc, char **argv)
         fprintf(stderr, "sori: --push-webhook: %s\n", err);
         return 2;
     }
+    const store_type_t *stype = &store_type_sqlite;
+    const char *surl = sori_config.data_dir;
+    if (sori_config.db && sori_config.db[0]) {
+        const char *db = sori_config.db;
+        if (!strncmp(db, "postgresql://", 13) || !strncmp(db, "postgres://", 11)) {
+            stype = store_type_find("postgresql");
+            if (!stype) {
+                fprintf(stderr, "sori: --db: this build has no PostgreSQL store\n");
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "sori: --db: expected postgresql://user@host:port/dbname (or nothing for SQLite)\n");
+            return 2;
+        }
+        surl = db;
+    }
     if (mkdir_p(sori_config.data_dir, err, sizeof err) || load_secret(err, sizeof err)) {
         fprintf(stderr, "sori: %s\n", err);
         return 1;
@@ -236,7 +252,7 @@ static int cmd_serve(int argc, char **argv)
         .node_id = sori_config.node_id,
         .workers = workers,
     };
-    if (chat_init(&ccfg, &store_type_sqlite, sori_config.data_dir, err, sizeof err)) {
+    if (chat_init(&ccfg, stype, surl, err, sizeof err)) {
         fprintf(stderr, "sori: %s\n", err);
         return 1;
     }

@@ -55,6 +55,7 @@ static const config_opt_t config__opts[] = {
     {"allowed-origins", OPT_STR, O(allowed_origins), 0, 0, "", "comma-separated Origin values allowed to open WebSockets (empty: any)"},
     {"ws-echo", OPT_BOOL, O(ws_echo), 0, 1, "false", "serve /echo, a WebSocket echo endpoint for conformance suites"},
     {"drain-timeout-ms", OPT_INT, O(drain_timeout_ms), 0, 60000, "5000", "on SIGTERM, how long to wait for connections to close before exiting"},
+    {"db", OPT_STR, O(db), 0, 0, "", "the store: empty for SQLite in the data dir, or postgresql://user[:password]@host[:port]/dbname (a cluster's shared store)"},
     {"durability", OPT_STR, O(durability), 0, 0, "sync", "sync: a message is committed before its ack and delivery; async: ack first, written within --flush-ms"},
     {"flush-ms", OPT_INT, O(flush_ms), 1, 1000, "1000", "async durability: the longest a message waits to be written (the crash loss window)"},
     {"max-text", OPT_SIZE, O(max_text), 1, 1 << 20, "16k", "bytes of one message text (over: too_large)"},

@@ -17,6 +17,7 @@ typedef struct {
     char *host;
     int port;
     char *data_dir;
+    char *db;                 /* "" (SQLite in data_dir) or postgresql://... */
     char *web_dir;
     int workers;
     int allow_guests;

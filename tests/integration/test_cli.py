@@ -114,6 +114,8 @@ def test_no_command_and_unknown_command_exit_2():
     (["--bogus"], "--bogus"),
     (["--bogus=1"], "--bogus"),
     (["stray"], "stray"),
+    (["--db", "mysql://x"], "--db"),
+    (["--stomp-heartbeat-ms", "10"], "--stomp-heartbeat-ms"),
 ])
 def test_bad_flag_exit_2_one_line(tmp_path, args, names):
     code, out, err = sori("serve", "--data-dir", str(tmp_path / "d"), *args, cwd=str(tmp_path))
