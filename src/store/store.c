@@ -84,11 +84,12 @@ struct store {
     atomic_int failing;
 };
 
-static const store_type_t *const store__types[] = {&store_type_sqlite};
+static const store_type_t *const store__types[] = {&store_type_sqlite, &store_type_pg};
 
 const store_type_t *store_type_find(const char *name)
 {
     if (!name) return NULL;
+    if (strcmp(name, "postgres") == 0) return &store_type_pg; /* the usual short name */
     for (size_t i = 0; i < sizeof store__types / sizeof store__types[0]; i++)
         if (strcmp(store__types[i]->name, name) == 0) return store__types[i];
     return NULL;
