@@ -6,6 +6,8 @@
  * names its users and rooms with a prefix unique to the run and the test, and
  * only looks at what carries its prefix. SORI_TEST_LOG=1 shows the log. */
 #include "store/store.c"
+#include "store/store_pg.c"
+#include "chat/chat_text.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -317,6 +319,8 @@ static void test_type_find(void **state)
 {
     (void)state;
     assert_ptr_equal(store_type_find("sqlite"), &store_type_sqlite);
+    assert_ptr_equal(store_type_find("postgresql"), &store_type_pg);
+    assert_ptr_equal(store_type_find("postgres"), &store_type_pg);
     assert_null(store_type_find("nope"));
     assert_null(store_type_find(NULL));
     assert_non_null(T);
@@ -756,6 +760,262 @@ static void test_recent_many_rooms(void **state)
         assert_int_equal(r->rooms[find_room(r, rooms[k])].seq, k * 10);
     }
     free(r);
+    T->close(b);
+}
+
+/* Accounts, uploads (one load call per link), mentions (only those after
+ * the member's last_read), all insert-if-absent where SQLite's are. */
+typedef struct {
+    const char *pfx;
+    struct {
+        char name[96], pw[64];
+        int has_pw;
+        int64_t created_at;
+    } users[16];
+    int nusers;
+    struct {
+        char id[96], type[32], user[96], room[96];
+        int64_t size, created_at;
+    } ups[16];
+    int nups;
+    struct {
+        char room[96], user[96];
+        int64_t seq;
+    } mentions[16];
+    int nmentions;
+} xrec_t;
+
+static int xrec_user(void *arg, const store_user_t *u)
+{
+    xrec_t *x = arg;
+    if (!mine(x->pfx, u->name)) return 0;
+    assert_true(x->nusers < 16);
+    snprintf(x->users[x->nusers].name, 96, "%s", u->name);
+    snprintf(x->users[x->nusers].pw, 64, "%s", u->pw_hash ? u->pw_hash : "");
+    x->users[x->nusers].has_pw = u->pw_hash != NULL;
+    x->users[x->nusers].created_at = u->created_at;
+    x->nusers++;
+    return 0;
+}
+
+static int xrec_upload(void *arg, const store_upload_t *u)
+{
+    xrec_t *x = arg;
+    if (!mine(x->pfx, u->id)) return 0;
+    assert_true(x->nups < 16);
+    assert_true((u->user == NULL) != (u->room == NULL));
+    snprintf(x->ups[x->nups].id, 96, "%s", u->id);
+    snprintf(x->ups[x->nups].type, 32, "%s", u->type);
+    snprintf(x->ups[x->nups].user, 96, "%s", u->user ? u->user : "");
+    snprintf(x->ups[x->nups].room, 96, "%s", u->room ? u->room : "");
+    x->ups[x->nups].size = u->size;
+    x->ups[x->nups].created_at = u->created_at;
+    x->nups++;
+    return 0;
+}
+
+static int xrec_mention(void *arg, const store_mention_t *m)
+{
+    xrec_t *x = arg;
+    if (!mine(x->pfx, m->room)) return 0;
+    assert_true(x->nmentions < 16);
+    snprintf(x->mentions[x->nmentions].room, 96, "%s", m->room);
+    snprintf(x->mentions[x->nmentions].user, 96, "%s", m->user);
+    x->mentions[x->nmentions].seq = m->seq;
+    x->nmentions++;
+    return 0;
+}
+
+static void test_accounts_uploads_mentions(void **state)
+{
+    tctx_t *t = *state;
+    store_backend_t *b = bopen(t, 1);
+    const char *alice = nm(t, "alice"), *bob = nm(t, "bob"), *carol = nm(t, "carol"), *room = nm(t, "room");
+    const char *f1 = nm(t, "f1"), *f2 = nm(t, "f2");
+    store_op_t ops[16];
+    int n = 0;
+    ops[n++] = op_user(alice, 10, 0);
+    ops[n++] = (store_op_t){.kind = STORE_OP_ACCOUNT, .u.user = {alice, 99, 0, "$argon2id$alice"}}; /* existing */
+    ops[n++] = (store_op_t){.kind = STORE_OP_ACCOUNT, .u.user = {bob, 20, 0, "$argon2id$bob"}};     /* new */
+    ops[n++] = op_room(room, "private", "r", 1);
+    ops[n++] = op_member(STORE_OP_MEMBER, room, alice, "owner", 0, 1);
+    ops[n++] = op_member(STORE_OP_MEMBER, room, bob, "member", 0, 1);
+    ops[n++] = (store_op_t){.kind = STORE_OP_UPLOAD, .u.upload = {f1, "image/png", 1234, 50, alice, NULL}};
+    /* the same file again: the upload is kept, the second uploader linked */
+    ops[n++] = (store_op_t){.kind = STORE_OP_UPLOAD, .u.upload = {f1, "image/gif", 1, 60, bob, NULL}};
+    ops[n++] = (store_op_t){.kind = STORE_OP_UPLOAD_ROOM, .u.upload = {f1, NULL, 0, 0, NULL, room}};
+    ops[n++] = (store_op_t){.kind = STORE_OP_UPLOAD_ROOM, .u.upload = {f1, NULL, 0, 0, NULL, room}}; /* dup */
+    ops[n++] = (store_op_t){.kind = STORE_OP_UPLOAD, .u.upload = {f2, "image/jpeg", 7, 70, alice, NULL}};
+    ops[n++] = (store_op_t){.kind = STORE_OP_MENTION, .u.mention = {room, bob, 3}};
+    ops[n++] = (store_op_t){.kind = STORE_OP_MENTION, .u.mention = {room, bob, 3}}; /* dup */
+    ops[n++] = (store_op_t){.kind = STORE_OP_MENTION, .u.mention = {room, bob, 5}};
+    ops[n++] = (store_op_t){.kind = STORE_OP_MENTION, .u.mention = {room, alice, 1}};
+    ops[n++] = (store_op_t){.kind = STORE_OP_MENTION, .u.mention = {room, carol, 9}}; /* not a member */
+    assert_int_equal(T->apply(b, ops, (size_t)n), 0);
+    store_op_t rd[2] = {op_member(STORE_OP_READ, room, bob, NULL, 3, 0), op_member(STORE_OP_READ, room, alice, NULL, 1, 0)};
+    assert_int_equal(T->apply(b, rd, 2), 0);
+
+    xrec_t *x = calloc(1, sizeof *x);
+    x->pfx = t->pfx;
+    store_load_cb_t cb = {x, xrec_user, NULL, NULL, NULL, NULL, xrec_upload, xrec_mention};
+    assert_int_equal(T->load(b, 0, 0, &cb), 0);
+    assert_int_equal(x->nusers, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_true(x->users[i].has_pw);
+        if (!strcmp(x->users[i].name, alice)) {
+            assert_string_equal(x->users[i].pw, "$argon2id$alice");
+            assert_int_equal(x->users[i].created_at, 10);
+        } else {
+            assert_string_equal(x->users[i].name, bob);
+            assert_string_equal(x->users[i].pw, "$argon2id$bob");
+            assert_int_equal(x->users[i].created_at, 20);
+        }
+    }
+    /* f1: its two uploaders and its room; f2: its uploader */
+    assert_int_equal(x->nups, 4);
+    int f1_user = 0, f1_room = 0, f2_user = 0;
+    for (int i = 0; i < x->nups; i++) {
+        if (!strcmp(x->ups[i].id, f1)) {
+            assert_string_equal(x->ups[i].type, "image/png");
+            assert_int_equal(x->ups[i].size, 1234);
+            assert_int_equal(x->ups[i].created_at, 50);
+            f1_user += !strcmp(x->ups[i].user, alice) + 2 * !strcmp(x->ups[i].user, bob);
+            f1_room += !strcmp(x->ups[i].room, room);
+        } else {
+            assert_string_equal(x->ups[i].id, f2);
+            assert_string_equal(x->ups[i].type, "image/jpeg");
+            f2_user += !strcmp(x->ups[i].user, alice);
+        }
+    }
+    assert_int_equal(f1_user, 3);
+    assert_int_equal(f1_room, 1);
+    assert_int_equal(f2_user, 1);
+    /* bob read up to 3: only 5 is left; alice read 1: none; carol is no member */
+    assert_int_equal(x->nmentions, 1);
+    assert_string_equal(x->mentions[0].user, bob);
+    assert_int_equal(x->mentions[0].seq, 5);
+    /* the password of an account changes */
+    store_op_t acc = {.kind = STORE_OP_ACCOUNT, .u.user = {bob, 0, 0, "$argon2id$new"}};
+    assert_int_equal(T->apply(b, &acc, 1), 0);
+    memset(x, 0, sizeof *x);
+    x->pfx = t->pfx;
+    assert_int_equal(T->load(b, 0, 0, &cb), 0);
+    for (int i = 0; i < x->nusers; i++)
+        if (!strcmp(x->users[i].name, bob)) assert_string_equal(x->users[i].pw, "$argon2id$new");
+    free(x);
+    T->close(b);
+}
+
+/* Search: the caller's expression (chat_text_fts_match), public rooms plus
+ * the caller's rooms, or one room; newest (highest id) first, at most
+ * limit. Every text carries a word unique to the run, so other runs sharing
+ * the database never match. */
+typedef struct {
+    char tok[48];
+    range_rec_t rr;
+} srch_t;
+
+static int srch_run(store_backend_t *b, srch_t *s, const char *q, const char *rooms_json, const char *room, int limit)
+{
+    char full[256];
+    snprintf(full, sizeof full, "%s %s", s->tok, q);
+    char *match = chat_text_fts_match(full);
+    assert_non_null(match);
+    memset(&s->rr, 0, sizeof s->rr);
+    store_search_t sq = {match, rooms_json, room, limit};
+    int n = T->search(b, &sq, range_cb, &s->rr);
+    free(match);
+    return n;
+}
+
+static void test_search(void **state)
+{
+    tctx_t *t = *state;
+    store_backend_t *b = bopen(t, 1);
+    const char *u = nm(t, "u"), *pub = nm(t, "pub"), *priv = nm(t, "priv"), *other = nm(t, "other");
+    srch_t *s = calloc(1, sizeof *s);
+    snprintf(s->tok, sizeof s->tok, "k%ldx%ldx%d", (long)getpid(), (long)time(NULL), tctx_counter);
+    const char *texts[] = {
+        "Hello world",               /* pub 1 */
+        "caf\xc3\xa9 au lait",       /* pub 2 */
+        "see example.com for more",  /* pub 3 */
+        "say \"quoted\" words",      /* pub 4 */
+        "hello from the private room", /* priv 1 */
+        "hello elsewhere",           /* other 1: private, not the caller's */
+    };
+    const char *rooms[] = {pub, pub, pub, pub, priv, other};
+    const int64_t seqs[] = {1, 2, 3, 4, 1, 1};
+    store_op_t ops[16];
+    char text[6][128];
+    int n = 0;
+    ops[n++] = op_room(pub, "public", "", 1);
+    ops[n++] = op_room(priv, "private", "", 1);
+    ops[n++] = op_room(other, "dm", "", 1);
+    /* ids grow with the order above: the newest is the last */
+    const uint64_t base = (msg_id(pub, 0) & 0x3fffffffffffff00ULL);
+    for (int i = 0; i < 6; i++) {
+        snprintf(text[i], sizeof text[i], "%s %s", texts[i], s->tok);
+        ops[n] = op_msg(rooms[i], seqs[i], u, text[i], 1000 + i, i == 0 ? "c1" : NULL, i == 0 ? "{\"m\":1}" : NULL);
+        ops[n++].u.msg.id = base + (uint64_t)i;
+    }
+    assert_int_equal(T->apply(b, ops, (size_t)n), 0);
+
+    /* public rooms only */
+    assert_int_equal(srch_run(b, s, "hello", "[]", NULL, 10), 1);
+    assert_string_equal(s->rr.m[0].room, pub);
+    assert_int_equal(s->rr.m[0].seq, 1);
+    assert_int_equal(s->rr.m[0].id, base);
+    assert_string_equal(s->rr.m[0].from, u);
+    assert_string_equal(s->rr.m[0].text, text[0]);
+    assert_int_equal(s->rr.m[0].ts, 1000);
+    assert_string_equal(s->rr.m[0].cid, "c1");
+    assert_string_equal(s->rr.m[0].meta, "{\"m\":1}");
+    /* plus the caller's rooms, newest first */
+    char rj[256];
+    snprintf(rj, sizeof rj, "[\"%s\"]", priv);
+    assert_int_equal(srch_run(b, s, "HELLO", rj, NULL, 10), 2);
+    assert_string_equal(s->rr.m[0].room, priv);
+    assert_string_equal(s->rr.m[1].room, pub);
+    assert_false(s->rr.m[1].has_cid == 0);
+    /* limit */
+    assert_int_equal(srch_run(b, s, "hello", rj, NULL, 1), 1);
+    assert_string_equal(s->rr.m[0].room, priv);
+    assert_int_equal(srch_run(b, s, "hello", rj, NULL, 0), 0);
+    /* one room only; a private room of someone else stays hidden */
+    assert_int_equal(srch_run(b, s, "hello", rj, pub, 10), 1);
+    assert_string_equal(s->rr.m[0].room, pub);
+    assert_int_equal(srch_run(b, s, "hello", "[]", other, 10), 0);
+    snprintf(rj, sizeof rj, "[\"%s\", \"%s\"]", priv, other);
+    assert_int_equal(srch_run(b, s, "hello", rj, other, 10), 1);
+    assert_string_equal(s->rr.m[0].room, other);
+    assert_true(s->rr.m[0].has_cid == 0 && s->rr.m[0].has_meta == 0);
+    /* every word is required */
+    assert_int_equal(srch_run(b, s, "hello world", rj, NULL, 10), 1);
+    assert_int_equal(srch_run(b, s, "hello nowhere", rj, NULL, 10), 0);
+    /* diacritics and case fold; punctuation separates words */
+    assert_int_equal(srch_run(b, s, "CAFE", "[]", NULL, 10), 1);
+    assert_int_equal(s->rr.m[0].seq, 2);
+    assert_int_equal(srch_run(b, s, "caf\xc3\xa9 lait", "[]", NULL, 10), 1);
+    assert_int_equal(srch_run(b, s, "example", "[]", NULL, 10), 1);
+    assert_int_equal(s->rr.m[0].seq, 3);
+    assert_int_equal(srch_run(b, s, "example.com", "[]", NULL, 10), 1);
+    assert_int_equal(srch_run(b, s, "com", "[]", NULL, 10), 1);
+    /* quotes in the query are no syntax */
+    assert_int_equal(srch_run(b, s, "\"quoted\"", "[]", NULL, 10), 1);
+    assert_int_equal(s->rr.m[0].seq, 4);
+    assert_int_equal(srch_run(b, s, "say\" OR \"hello", "[]", NULL, 10), 0);
+    assert_int_equal(srch_run(b, s, "wor*", "[]", NULL, 10), 0);
+    /* a callback's negative result stops the search and is returned */
+    memset(&s->rr, 0, sizeof s->rr);
+    s->rr.stop_at = 1;
+    char *match = chat_text_fts_match(s->tok);
+    store_search_t sq = {match, "[]", NULL, 10};
+    assert_int_equal(T->search(b, &sq, range_cb, &s->rr), -3);
+    assert_int_equal(s->rr.n, 1);
+    free(match);
+    /* and the connection is fine afterwards */
+    assert_int_equal(srch_run(b, s, "", "[]", NULL, 10), 4);
+    free(s);
     T->close(b);
 }
 
@@ -1459,6 +1719,8 @@ int main(void)
         T_(test_message_fields),
         T_(test_range_every_combination),
         T_(test_recent_many_rooms),
+        T_(test_accounts_uploads_mentions),
+        T_(test_search),
         T_(test_sqlite_specifics),
         T_(test_group_commit_per_thread_fifo),
         T_(test_group_commit_global_fifo),
