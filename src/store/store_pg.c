@@ -276,6 +276,7 @@ struct store_backend {
     size_t seq_cap, seq_mask;
     uint32_t *at;         /* apply: the op of each statement sent, for the log */
     size_t at_cap;
+    char last_xid[24];    /* of the last commit */
     /* A COMMIT whose outcome is unknown (the connection was lost meanwhile). */
     int limbo;
     char limbo_xid[24];
@@ -297,12 +298,20 @@ static int64_t pg__now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Copies a libpq message without its trailing newline. */
+/* Copies a libpq message as one log line: its newlines and tabs (DETAIL:,
+ * HINT:, continuation lines) become single spaces, none at the end. */
 static void pg__keep(char *dst, size_t size, const char *what, const char *msg)
 {
-    snprintf(dst, size, "%s%s%s", what ? what : "", what && msg ? ": " : "", msg ? msg : "");
-    size_t n = strlen(dst);
-    while (n && (dst[n - 1] == '\n' || dst[n - 1] == ' ')) dst[--n] = 0;
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "%s%s%s", what ? what : "", what && msg ? ": " : "", msg ? msg : "");
+    size_t n = 0;
+    for (const char *c = tmp; *c && n + 1 < size; c++) {
+        int space = *c == '\n' || *c == '\t' || *c == ' ';
+        if (space && (n == 0 || dst[n - 1] == ' ')) continue;
+        dst[n++] = space ? ' ' : *c;
+    }
+    while (n && dst[n - 1] == ' ') n--;
+    dst[n] = 0;
 }
 
 static void pg__notice(void *arg, const PGresult *r)
@@ -399,7 +408,7 @@ static PGresult *pg__result(store_backend_t *b, int *lost)
     }
     PGresult *r = PQgetResult(b->conn);
     if (PQstatus(b->conn) == CONNECTION_BAD) {
-        if (r) pg__keep(b->errmsg, sizeof b->errmsg, NULL, PQresultErrorMessage(r));
+        pg__keep(b->errmsg, sizeof b->errmsg, NULL, r ? PQresultErrorMessage(r) : PQerrorMessage(b->conn));
         PQclear(r);
         pg__drop(b, b->errmsg[0] ? b->errmsg : "connection lost");
         *lost = 1;
@@ -462,15 +471,15 @@ static int pg__p_text(pg__params_t *p, const char *s, size_t len)
     return 0;
 }
 
-static const char *pg__name(int st, char buf[16])
+static const char *pg__name(int st, char buf[24])
 {
-    snprintf(buf, 16, "sori_%d", st);
+    snprintf(buf, 24, "sori_%d", st);
     return buf;
 }
 
 static int pg__send(store_backend_t *b, int st, const pg__params_t *p)
 {
-    char name[16];
+    char name[24];
     if (PQsendQueryPrepared(b->conn, pg__name(st, name), p ? p->n : 0, p ? p->v : NULL, p ? p->len : NULL,
                             p ? p->fmt : NULL, 0))
         return 0;
@@ -562,7 +571,7 @@ fail:
 /* Prepares every statement, in one pipeline. */
 static int pg__prepare(store_backend_t *b, char *err, size_t errlen)
 {
-    char name[16];
+    char name[24];
     int lost, rc = 0, bad = -1;
     if (!PQenterPipelineMode(b->conn)) goto lost;
     for (int i = 0; i < PQ__COUNT; i++)
@@ -1077,7 +1086,10 @@ static int pg__apply(store_backend_t *b, const store_op_t *ops, size_t n)
         return err;
     }
     rc = pg__exec(b, "COMMIT");
-    if (rc == 0) return 0;
+    if (rc == 0) {
+        memcpy(b->last_xid, xid, sizeof xid);
+        return 0;
+    }
     if (!b->conn && xid[0]) {
         /* Sent, unanswered: it may have committed. */
         b->limbo = 1;

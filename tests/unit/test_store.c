@@ -14,7 +14,11 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <ftw.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -1697,6 +1701,253 @@ static void test_open_errors(void **state)
     store_close(NULL);
 }
 
+/* ===================== PostgreSQL only ===================== */
+
+/* The search words back out of an FTS5 expression, as an array literal. */
+static void test_pg_words(void **state)
+{
+    (void)state;
+    const char *in[] = {"\"a\"", "\"a\" \"b\"", "\"say \"\"hi\"\"\"", "\"back\\slash\"", "bare \"q\"", "\"\"",
+                        "  ", "\"open"};
+    const char *want[] = {"{\"a\"}", "{\"a\",\"b\"}", "{\"say \\\"hi\\\"\"}", "{\"back\\\\slash\"}",
+                          "{\"bare\",\"q\"}", "{\"\"}", "{}", "{\"open\"}"};
+    const int nwords[] = {1, 2, 1, 1, 2, 1, 0, 1};
+    for (size_t i = 0; i < sizeof in / sizeof *in; i++) {
+        char *out = NULL;
+        assert_int_equal(pg__words(in[i], &out), nwords[i]);
+        assert_string_equal(out, want[i]);
+        free(out);
+    }
+    /* every word of the real builder comes back whole */
+    char *m = chat_text_fts_match("a\"b c\\d \"\"");
+    char *out = NULL;
+    assert_int_equal(pg__words(m, &out), 3);
+    assert_string_equal(out, "{\"a\\\"b\",\"c\\\\d\",\"\\\"\\\"\"}");
+    free(out);
+    free(m);
+}
+
+static PGconn *pg_admin(const char *url)
+{
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK) print_error("admin connection: %s", PQerrorMessage(c));
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    return c;
+}
+
+static void pg_ok(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        print_error("%s: %s", sql, PQresultErrorMessage(r));
+    assert_true(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK);
+    PQclear(r);
+}
+
+static long long pg_num(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) print_error("%s: %s", sql, PQresultErrorMessage(r));
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(r), 1);
+    long long v = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+/* Ends every server connection opened with the test's application_name;
+ * returns how many. */
+static long long pg_kill(PGconn *admin, const char *app)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE application_name = '%s'",
+             app);
+    return pg_num(admin, sql);
+}
+
+static void *pg_open_main(void *arg)
+{
+    char err[256] = "";
+    store_backend_t *b = T->open(arg, 1, err, sizeof err);
+    if (!b) print_error("open: %s\n", err);
+    return b;
+}
+
+typedef struct {
+    int count;
+    const char *room;
+} count_cb_t;
+
+static int count_cb(void *arg, const store_msg_t *m)
+{
+    (void)m;
+    ((count_cb_t *)arg)->count++;
+    return 0;
+}
+
+/* In a schema of its own (search_path and application_name in the url), so
+ * that it can migrate from nothing, hold locks and end its own connections
+ * without disturbing anything else in the database. */
+static void test_pg_specifics(void **state)
+{
+    tctx_t *t = *state;
+    if (strcmp(T->name, "postgresql") != 0) {
+        skip();
+        return;
+    }
+    char schema[64], url[PATH_MAX + 256], sql[512], err[512];
+    snprintf(schema, sizeof schema, "sori_t%ld_%ld_%d", (long)getpid(), (long)time(NULL), tctx_counter);
+    snprintf(url, sizeof url, "%s%soptions=-csearch_path%%3D%s&application_name=%s", t->url,
+             strchr(t->url, '?') ? "&" : "?", schema, schema);
+    PGconn *admin = pg_admin(t->url);
+    snprintf(sql, sizeof sql, "CREATE SCHEMA %s", schema);
+    pg_ok(admin, sql);
+
+    /* four nodes start at once on an empty schema: one migrates, all open */
+    pthread_t th[4];
+    store_backend_t *bs[4];
+    for (int i = 0; i < 4; i++) assert_int_equal(pthread_create(&th[i], NULL, pg_open_main, url), 0);
+    for (int i = 0; i < 4; i++) {
+        void *p;
+        pthread_join(th[i], &p);
+        bs[i] = p;
+        assert_non_null(bs[i]);
+    }
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s.schema_version", schema);
+    assert_int_equal(pg_num(admin, sql), PG__VERSION);
+    for (int i = 1; i < 4; i++) T->close(bs[i]);
+    store_backend_t *b = bs[0];
+
+    /* search works in a schema of its own (its configuration, unaccent) */
+    const char *room = nm(t, "room"), *u = nm(t, "u");
+    store_op_t ops[4] = {op_room(room, "public", "", 1), op_msg(room, 1, u, "Cr\xc3\xa8me br\xc3\xbbl\xc3\xa9" "e", 1, NULL, NULL)};
+    assert_int_equal(T->apply(b, ops, 2), 0);
+    count_cb_t cc = {0};
+    store_search_t sq = {"\"creme\" \"BRULEE\"", "[]", NULL, 10};
+    assert_int_equal(T->search(b, &sq, count_cb, &cc), 1);
+
+    /* the server ends the connection: that call fails, the next one connects again */
+    store_op_t op = op_user(nm(t, "v"), 1, 0);
+    assert_int_equal(pg_kill(admin, schema), 1);
+    assert_true(T->apply(b, &op, 1) < 0);
+    assert_int_equal(T->apply(b, &op, 1), 0);
+    store_range_t q = {room, 0, 0, 10, 0};
+    assert_int_equal(pg_kill(admin, schema), 1);
+    assert_true(T->range(b, &q, count_cb, &cc) < 0);
+    assert_int_equal(T->range(b, &q, count_cb, &cc), 1);
+    assert_int_equal(pg_kill(admin, schema), 1);
+    assert_true(T->search(b, &sq, count_cb, &cc) < 0);
+    assert_int_equal(T->search(b, &sq, count_cb, &cc), 1);
+    rec_t *r = rec_new(t);
+    store_load_cb_t cb = rec_cb(r);
+    assert_int_equal(pg_kill(admin, schema), 1);
+    assert_true(T->load(b, 10, 0, &cb) < 0);
+    memset(r, 0, sizeof *r);
+    r->pfx = t->pfx;
+    assert_int_equal(T->load(b, 10, 0, &cb), 0);
+    assert_int_equal(r->nusers, 1);
+    assert_int_equal(r->nrecent, 1);
+
+    /* a COMMIT that went unanswered, as the next apply settles it */
+    store_op_t m2 = op_msg(room, 2, u, "limbo", 2, NULL, NULL);
+    assert_int_equal(T->apply(b, &m2, 1), 0);
+    b->limbo = 1; /* committed, and the same batch: not applied twice */
+    memcpy(b->limbo_xid, b->last_xid, sizeof b->limbo_xid);
+    b->limbo_hash = pg__hash(&m2, 1);
+    assert_int_equal(T->apply(b, &m2, 1), 0);
+    assert_int_equal(b->limbo, 0);
+    assert_true(T->apply(b, &m2, 1) < 0); /* really a duplicate now */
+    pg_ok(admin, "BEGIN");                /* still in progress: try later */
+    long long open_xid = pg_num(admin, "SELECT txid_current()");
+    store_op_t m3 = op_msg(room, 3, u, "limbo 3", 3, NULL, NULL);
+    b->limbo = 1;
+    snprintf(b->limbo_xid, sizeof b->limbo_xid, "%lld", open_xid);
+    b->limbo_hash = pg__hash(&m3, 1);
+    assert_int_equal(T->apply(b, &m3, 1), SORI_EAGAIN);
+    assert_int_equal(b->limbo, 1);
+    pg_ok(admin, "ROLLBACK"); /* aborted: the batch is applied */
+    assert_int_equal(T->apply(b, &m3, 1), 0);
+    assert_int_equal(b->limbo, 0);
+    store_op_t m4 = op_msg(room, 4, u, "limbo 4", 4, NULL, NULL);
+    b->limbo = 1; /* committed, but another batch: this one is applied */
+    memcpy(b->limbo_xid, b->last_xid, sizeof b->limbo_xid);
+    b->limbo_hash = pg__hash(&m3, 1);
+    assert_int_equal(T->apply(b, &m4, 1), 0);
+    cc.count = 0;
+    assert_int_equal(T->range(b, &q, count_cb, &cc), 4);
+
+    /* a lock held elsewhere: the statement gives up in about PG__STMT_MS and
+     * the connection stays usable */
+    pg_ok(admin, "BEGIN");
+    snprintf(sql, sizeof sql, "LOCK TABLE %s.rooms IN ACCESS EXCLUSIVE MODE", schema);
+    pg_ok(admin, sql);
+    store_op_t rop = op_room(nm(t, "locked"), "public", "", 1);
+    int64_t t0 = store__now_ns();
+    int rc = T->apply(b, &rop, 1);
+    int64_t took = (store__now_ns() - t0) / 1000000;
+    print_message("  a locked table: %s after %lld ms\n", sori_strerror(rc), (long long)took);
+    assert_true(rc < 0);
+    assert_true(took >= PG__STMT_MS - 500 && took < PG__IO_MS + 1000);
+    pg_ok(admin, "ROLLBACK");
+    assert_int_equal(T->apply(b, &rop, 1), 0);
+    T->close(b);
+
+    /* the store's writer rides out lost connections (it retries) */
+    store_t *s = store_open(T, url, STORE_SYNC, 0, err, sizeof err);
+    if (!s) print_error("store_open: %s\n", err);
+    assert_non_null(s);
+    store_op_t m5 = op_msg(room, 5, u, "after a restart", 5, NULL, NULL);
+    write_wait(s, &m5, 1);
+    assert_int_equal(pg_kill(admin, schema), 2); /* writer and reader */
+    store_op_t m6 = op_msg(room, 6, u, "after a restart", 6, NULL, NULL);
+    write_wait(s, &m6, 1);
+    uint64_t failures;
+    store_stats(s, NULL, NULL, &failures);
+    assert_true(failures >= 1);
+    assert_int_equal(store_failing(s), 0);
+    store_close(s);
+
+    /* a database of a newer sori is refused, with or without migrating */
+    snprintf(sql, sizeof sql, "INSERT INTO %s.schema_version VALUES(99, 0)", schema);
+    pg_ok(admin, sql);
+    err[0] = 0;
+    assert_null(T->open(url, 1, err, sizeof err));
+    assert_non_null(strstr(err, "99"));
+    err[0] = 0;
+    assert_null(T->open(url, 0, err, sizeof err));
+    assert_true(err[0] != 0);
+
+    /* a server that never answers: open gives up after PG__CONNECT_MS */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    char silent[128];
+    snprintf(silent, sizeof silent, "postgresql://nobody@127.0.0.1:%d/x?sslmode=disable&gssencmode=disable",
+             ntohs(sa.sin_port));
+    t0 = store__now_ns();
+    err[0] = 0;
+    assert_null(T->open(silent, 0, err, sizeof err));
+    took = (store__now_ns() - t0) / 1000000;
+    print_message("  a silent server: \"%s\" after %lld ms\n", err, (long long)took);
+    assert_true(took >= PG__CONNECT_MS - 500 && took < PG__CONNECT_MS + 2000);
+    close(fd);
+    /* nobody listening: at once */
+    snprintf(silent, sizeof silent, "postgresql://nobody@127.0.0.1:%d/x", ntohs(sa.sin_port));
+    t0 = store__now_ns();
+    assert_null(T->open(silent, 0, err, sizeof err));
+    assert_true((store__now_ns() - t0) / 1000000 < 2000);
+
+    snprintf(sql, sizeof sql, "DROP SCHEMA %s CASCADE", schema);
+    pg_ok(admin, sql);
+    PQfinish(admin);
+    free(r);
+}
+
 #define T_(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1731,6 +1982,8 @@ int main(void)
         T_(test_commit_failure_retries),
         T_(test_durability_across_restart),
         T_(test_open_errors),
+        T_(test_pg_words),
+        T_(test_pg_specifics),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
