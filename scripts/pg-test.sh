@@ -9,7 +9,8 @@
 #   SORI_STORE_TYPE=postgresql
 #   SORI_STORE_URL=postgresql://sori:PASSWORD@127.0.0.1:PORT/sori
 # in its environment (also PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE for
-# psql). The exit status is the command's. On any exit (success, failure,
+# psql, and SORI_PG_CTL: a script whose "stop" and "start" stop and start this
+# server, and only it, for restart tests). The exit status is the command's. On any exit (success, failure,
 # Ctrl-C) it stops the server it started, and only that one (pg_ctl on its own
 # data directory, then its postmaster PID), and removes the temp directory.
 # Run as root, the server runs as an unprivileged user: $SORI_PG_USER, else
@@ -60,8 +61,9 @@ cleanup() {
   fi
   if [ -n "$pid" ]; then
     if ! "${run_as[@]}" "$bindir/pg_ctl" -D "$data" -m fast -w -t 30 stop >/dev/null 2>&1; then
-      # pg_ctl failed: stop our postmaster (and only it) by its PID.
-      if kill -0 "$pid" 2>/dev/null; then
+      # pg_ctl failed: stop our postmaster (and only it: a PID whose command
+      # line names our data directory) by its PID.
+      if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$data"; then
         kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
@@ -106,11 +108,14 @@ free_port() {
   return 1
 }
 
+server_opts() {
+  echo "-c listen_addresses=127.0.0.1 -c port=$1 -c unix_socket_directories=$tmp -c max_connections=100 -c shared_buffers=32MB"
+}
+
 started=0
 for _ in 1 2 3 4 5; do
   port=$(free_port)
-  if "${run_as[@]}" "$bindir/pg_ctl" -D "$data" -l "$tmp/log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$tmp -c max_connections=100 -c shared_buffers=32MB" \
+  if "${run_as[@]}" "$bindir/pg_ctl" -D "$data" -l "$tmp/log" -w -t 60 -o "$(server_opts "$port")" \
     start >/dev/null 2>&1; then
     started=1
     break
@@ -123,6 +128,21 @@ if [ "$started" != 1 ]; then
   exit 1
 fi
 pid=$(head -1 "$data/postmaster.pid")
+
+# stop/start this server (same data directory, port and user) for tests.
+runq=""
+[ ${#run_as[@]} -eq 0 ] || runq=$(printf '%q ' "${run_as[@]}")
+{
+  echo '#!/usr/bin/env bash'
+  echo 'case "${1:-}" in'
+  echo "  stop) exec $runq$(printf '%q ' "$bindir/pg_ctl" -D "$data" -m fast -w -t 30 stop) ;;"
+  echo "  start) exec $runq$(printf '%q ' "$bindir/pg_ctl" -D "$data" -l "$tmp/log" -w -t 60 \
+    -o "$(server_opts "$port")" start) ;;"
+  echo '  *) echo "usage: $0 stop|start" >&2; exit 2 ;;'
+  echo 'esac'
+} >"$tmp/ctl"
+chmod 755 "$tmp/ctl"
+export SORI_PG_CTL="$tmp/ctl"
 
 export PGHOST=127.0.0.1 PGPORT=$port PGUSER=sori PGPASSWORD=$password PGDATABASE=sori
 "$bindir/createdb" sori

@@ -1948,6 +1948,57 @@ static void test_pg_specifics(void **state)
     free(r);
 }
 
+/* A real restart of the server (scripts/pg-test.sh's SORI_PG_CTL): writes
+ * queued while it is down are retried, then committed in order. */
+static void test_pg_restart(void **state)
+{
+    tctx_t *t = *state;
+    const char *ctl = getenv("SORI_PG_CTL");
+    if (strcmp(T->name, "postgresql") != 0 || !ctl || !*ctl) {
+        skip();
+        return;
+    }
+    char cmd[PATH_MAX + 64];
+    store_t *s = sopen(t, STORE_SYNC, 0);
+    const char *room = nm(t, "room"), *u = nm(t, "u");
+    store_op_t rop = op_room(room, "public", "", 1);
+    write_wait(s, &rop, 1);
+    snprintf(cmd, sizeof cmd, "%s stop >/dev/null 2>&1", ctl);
+    assert_int_equal(system(cmd), 0);
+    enum { NJ = 20 };
+    tlog_t l;
+    tlog_init(&l);
+    tjob_t *jobs = calloc(NJ, sizeof *jobs);
+    for (int i = 0; i < NJ; i++) {
+        tjob_make(&jobs[i], &l, 0, i, op_msg(room, i + 1, u, "through a restart", i, NULL, NULL));
+        store_write(s, &jobs[i].job);
+    }
+    usleep(300000);
+    assert_int_equal(tlog_done(&l), 0);
+    assert_int_equal(store_failing(s), 1);
+    int64_t t0 = now_ms();
+    snprintf(cmd, sizeof cmd, "%s start >/dev/null 2>&1", ctl);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(tlog_wait(&l, NJ, 15000), NJ);
+    print_message("  committed %lld ms after the server was back\n", (long long)(now_ms() - t0));
+    assert_int_equal(l.bad_order, 0);
+    assert_int_equal(l.bad_status, 0);
+    assert_int_equal(store_failing(s), 0);
+    /* the reader's connection died with the old server: its first read
+     * fails, the next one connects again */
+    tread_t rd1 = {.rd.run = tread_run, .log = &l, .idx = NJ, .q = {room, 0, 0, 100, 0}};
+    tread_t rd2 = {.rd.run = tread_run, .log = &l, .idx = NJ + 1, .q = {room, 0, 0, 100, 0}};
+    store_read(s, &rd1.rd);
+    store_read(s, &rd2.rd);
+    assert_int_equal(tlog_wait(&l, NJ + 2, 10000), NJ + 2);
+    assert_int_equal(l.bad_order, 0);
+    assert_true(rd1.got < 0);
+    assert_int_equal(rd2.got, NJ);
+    store_close(s);
+    free(jobs);
+    tlog_destroy(&l);
+}
+
 #define T_(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1984,6 +2035,7 @@ int main(void)
         T_(test_open_errors),
         T_(test_pg_words),
         T_(test_pg_specifics),
+        T_(test_pg_restart),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
