@@ -77,9 +77,17 @@ cleanup() {
   rm -rf "$tmp"
   exit "$rc"
 }
+cmd_pid=""
+stop_cmd() { # signal: stop the command we started (by its PID), then clean up
+  if [ -n "$cmd_pid" ] && kill -0 "$cmd_pid" 2>/dev/null; then
+    kill -TERM "$cmd_pid" 2>/dev/null || true
+    wait "$cmd_pid" 2>/dev/null || true
+  fi
+  exit "$1"
+}
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'stop_cmd 130' INT
+trap 'stop_cmd 143' TERM
 
 password=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 printf '%s\n' "$password" >"$tmp/pw"
@@ -150,8 +158,13 @@ export SORI_STORE_TYPE=postgresql
 export SORI_STORE_URL="postgresql://sori:$password@127.0.0.1:$port/sori"
 echo "pg-test: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (pid $pid, user $pg_user)" >&2
 
+# In the background with wait, so that a signal to this script is handled at
+# once (bash runs traps only between foreground commands); stdin passed on.
 set +e
-"$@"
+"$@" <&0 &
+cmd_pid=$!
+wait "$cmd_pid"
 rc=$?
+cmd_pid=""
 set -e
 exit "$rc"

@@ -30,12 +30,16 @@
  * transaction committed and the batch is the same (store.c retries the very
  * same batch), apply returns 0 without applying it twice (a second insert
  * would fail on (room, seq) forever); "in progress" returns SORI_EAGAIN.
+ * rooms.seq is updated once per room and batch, not once per message (see
+ * pg__seq_*). On the 2-core test VM against a local server (fsync on) a
+ * one-message commit takes ~0.6 ms (SQLite: ~0.3 ms) and a 4,096-message
+ * batch ~280 ms (SQLite: ~40 ms; ~800 ms with an update per message).
  *
  * Schema: the SQLite backend's tables and its migrations 1 and 2, numbered
- * alike in schema_version, each applied once in one transaction that first
- * takes pg_advisory_xact_lock(PG__MIGRATE_LOCK), so nodes starting at once
- * against a fresh database serialise and the later ones find the work done;
- * a database of a newer sori is refused. Key columns are TEXT COLLATE "C"
+ * alike in schema_version. The pending ones are applied in one transaction
+ * that first takes pg_advisory_xact_lock(PG__MIGRATE_LOCK), so nodes starting
+ * at once against a fresh database serialise and the later ones find the work
+ * done; a database of a newer sori is refused. Key columns are TEXT COLLATE "C"
  * (byte order, as SQLite's BINARY). Message ids are uint64 stored in BIGINT
  * as the same bit pattern (cast to int64 and back), as SQLite stores them, so
  * ids >= 2^63 read back unchanged and "newest first" (ORDER BY id DESC)
@@ -375,7 +379,8 @@ static int pg__flush(store_backend_t *b)
         if (r < 0) break;
         int ev = pg__poll(b->conn, POLLIN | POLLOUT, b->io_ms);
         if (ev == 0) {
-            pg__drop(b, "timed out sending to the server");
+            snprintf(b->errmsg, sizeof b->errmsg, "could not send to the server within %d ms", b->io_ms);
+            pg__drop(b, b->errmsg);
             return SORI_EIO;
         }
         if (ev < 0) break;
@@ -395,7 +400,9 @@ static PGresult *pg__result(store_backend_t *b, int *lost)
     while (PQisBusy(b->conn)) {
         int ev = pg__poll(b->conn, POLLIN, b->io_ms);
         if (ev <= 0) {
-            pg__drop(b, ev == 0 ? "timed out waiting for the server" : "poll failed");
+            if (ev == 0) snprintf(b->errmsg, sizeof b->errmsg, "no answer from the server within %d ms", b->io_ms);
+            else snprintf(b->errmsg, sizeof b->errmsg, "poll: %s", strerror(errno));
+            pg__drop(b, b->errmsg);
             *lost = 1;
             return NULL;
         }
@@ -519,15 +526,16 @@ static int pg__version(store_backend_t *b, int *v)
 
 static int pg__migrate(store_backend_t *b, char *err, size_t errlen)
 {
-    char sql[256];
+    char sql[384];
     int v = 0, rc;
     b->io_ms = PG__SLOW_MS;
     /* The advisory lock first: a second node waits here until the first
      * one's migrations are committed, then finds them done. */
     snprintf(sql, sizeof sql,
-             "BEGIN; SET LOCAL statement_timeout = %d; SELECT pg_advisory_xact_lock(%" PRId64 ");"
+             "BEGIN; SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = %d;"
+             " SELECT pg_advisory_xact_lock(%" PRId64 ");"
              " CREATE TABLE IF NOT EXISTS schema_version(version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
-             PG__SLOW_MS, PG__MIGRATE_LOCK);
+             PG__SLOW_MS, PG__SLOW_MS, PG__MIGRATE_LOCK);
     if ((rc = pg__exec(b, sql))) {
         snprintf(err, errlen, "postgresql: starting the migration: %s", b->errmsg);
         goto fail;
@@ -1248,9 +1256,11 @@ static int pg__load(store_backend_t *b, int recent, int64_t idem_since_ms, const
     if ((rc = pg__ready(b))) return rc;
     b->io_ms = PG__SLOW_MS;
     /* One snapshot: the parts are consistent with each other. */
-    char sql[160];
-    snprintf(sql, sizeof sql, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = %d",
-             PG__SLOW_MS);
+    char sql[192];
+    snprintf(sql, sizeof sql,
+             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = %d;"
+             " SET LOCAL lock_timeout = %d",
+             PG__SLOW_MS, PG__SLOW_MS);
     if ((rc = pg__exec(b, sql))) goto fail;
 #define PG__PART(cond, st, params, fn, ctx)                                 \
     if (cond) {                                                             \
