@@ -4,7 +4,10 @@
  * database (default: a fresh mkdtemp directory per test, removed after). So
  * that the suite can run against one shared database (PostgreSQL), every test
  * names its users and rooms with a prefix unique to the run and the test, and
- * only looks at what carries its prefix. SORI_TEST_LOG=1 shows the log. */
+ * only looks at what carries its prefix. SORI_TEST_LOG=1 shows the log.
+ * test_sqlite_specifics and test_pg_* run for their backend only (store_pg.c
+ * is included too, for its internals); test_pg_restart needs SORI_PG_CTL
+ * (scripts/pg-test.sh sets it: `scripts/pg-test.sh build/tests/test_store`). */
 #include "store/store.c"
 #include "store/store_pg.c"
 #include "chat/chat_text.h"
