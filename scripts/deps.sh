@@ -8,11 +8,13 @@ set -euo pipefail
 PKGS=(
   # build
   gcc make pkg-config clang libclang-rt-14-dev
-  libuv1-dev libjansson-dev libssl-dev zlib1g-dev libsqlite3-dev libsodium-dev
+  libuv1-dev libjansson-dev libssl-dev zlib1g-dev libsqlite3-dev libsodium-dev libpq-dev
   # tests
   libcmocka-dev python3 python3-websockets python3-pytest python3-requests
   # browser tests (driven by npm's playwright-core; never a downloaded browser)
   chromium
+  # scripts/pg-test.sh: a throw-away server for the PostgreSQL store tests
+  postgresql
 )
 
 missing=()

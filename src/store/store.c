@@ -84,14 +84,44 @@ struct store {
     atomic_int failing;
 };
 
-static const store_type_t *const store__types[] = {&store_type_sqlite};
+static const store_type_t *const store__types[] = {&store_type_sqlite, &store_type_pg};
 
 const store_type_t *store_type_find(const char *name)
 {
     if (!name) return NULL;
+    if (strcmp(name, "postgres") == 0) return &store_type_pg; /* the usual short name */
     for (size_t i = 0; i < sizeof store__types / sizeof store__types[0]; i++)
         if (strcmp(store__types[i]->name, name) == 0) return store__types[i];
     return NULL;
+}
+
+/* Copies url for the log with any password masked: the user:PASSWORD@ of a
+ * URL and the value of password= (a conninfo string or a URL query). */
+static void store__redact(const char *url, char *out, size_t size)
+{
+    const char *from = NULL, *to = NULL, *s = strstr(url, "://");
+    if (s) {
+        const char *host = s + 3, *end = host + strcspn(host, "/?#"), *at = NULL, *colon;
+        for (const char *c = host; c < end; c++)
+            if (*c == '@') at = c;
+        if (at && (colon = memchr(host, ':', (size_t)(at - host)))) from = colon + 1, to = at;
+    }
+    size_t o = 0;
+    for (const char *c = url; *c && o + 1 < size;) {
+        const char *mask = NULL;
+        if (c == from) {
+            mask = "***";
+            c = to;
+        } else if (strncmp(c, "password=", 9) == 0) {
+            mask = "password=***";
+            c += 9 + strcspn(c + 9, " &");
+        }
+        if (mask)
+            for (; *mask && o + 1 < size; mask++) out[o++] = *mask;
+        else
+            out[o++] = *c++;
+    }
+    out[o] = 0;
 }
 
 static int64_t store__now_ns(void)
@@ -418,7 +448,9 @@ store_t *store_open(const store_type_t *type, const char *url, int mode, int flu
         goto fail;
     }
     s->r_started = 1;
-    LOG_INFO("store", "%s store open at %s, %s durability", type->name, url,
+    char shown[512];
+    store__redact(url, shown, sizeof shown);
+    LOG_INFO("store", "%s store open at %s, %s durability", type->name, shown,
              mode == STORE_SYNC ? "sync" : "async");
     return s;
 nomem:

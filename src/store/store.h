@@ -3,7 +3,7 @@
  *
  * Two layers:
  *  - a backend (store_type_t): synchronous functions over one connection,
- *    called only from store threads; SQLite now, PostgreSQL later. Callers
+ *    called only from store threads; SQLite or PostgreSQL. Callers
  *    never include sqlite3.h or libpq-fe.h.
  *  - the store (store_t, store.c): owns a writer thread that applies queued
  *    write jobs in batches (one transaction per batch: group commit) and a
@@ -156,8 +156,9 @@ typedef struct store_type {
 } store_type_t;
 
 extern const store_type_t store_type_sqlite;
+extern const store_type_t store_type_pg;
 
-/* Finds a backend by name ("sqlite"), or NULL. */
+/* Finds a backend by name ("sqlite", "postgresql" or "postgres"), or NULL. */
 const store_type_t *store_type_find(const char *name);
 
 /* ---- the store: threads and queues (store.c) ---- */

@@ -4,15 +4,24 @@
  * database (default: a fresh mkdtemp directory per test, removed after). So
  * that the suite can run against one shared database (PostgreSQL), every test
  * names its users and rooms with a prefix unique to the run and the test, and
- * only looks at what carries its prefix. SORI_TEST_LOG=1 shows the log. */
+ * only looks at what carries its prefix. SORI_TEST_LOG=1 shows the log.
+ * test_sqlite_specifics and test_pg_* run for their backend only (store_pg.c
+ * is included too, for its internals); test_pg_restart needs SORI_PG_CTL
+ * (scripts/pg-test.sh sets it: `scripts/pg-test.sh build/tests/test_store`). */
 #include "store/store.c"
+#include "store/store_pg.c"
+#include "chat/chat_text.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <ftw.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -317,6 +326,8 @@ static void test_type_find(void **state)
 {
     (void)state;
     assert_ptr_equal(store_type_find("sqlite"), &store_type_sqlite);
+    assert_ptr_equal(store_type_find("postgresql"), &store_type_pg);
+    assert_ptr_equal(store_type_find("postgres"), &store_type_pg);
     assert_null(store_type_find("nope"));
     assert_null(store_type_find(NULL));
     assert_non_null(T);
@@ -756,6 +767,262 @@ static void test_recent_many_rooms(void **state)
         assert_int_equal(r->rooms[find_room(r, rooms[k])].seq, k * 10);
     }
     free(r);
+    T->close(b);
+}
+
+/* Accounts, uploads (one load call per link), mentions (only those after
+ * the member's last_read), all insert-if-absent where SQLite's are. */
+typedef struct {
+    const char *pfx;
+    struct {
+        char name[96], pw[64];
+        int has_pw;
+        int64_t created_at;
+    } users[16];
+    int nusers;
+    struct {
+        char id[96], type[32], user[96], room[96];
+        int64_t size, created_at;
+    } ups[16];
+    int nups;
+    struct {
+        char room[96], user[96];
+        int64_t seq;
+    } mentions[16];
+    int nmentions;
+} xrec_t;
+
+static int xrec_user(void *arg, const store_user_t *u)
+{
+    xrec_t *x = arg;
+    if (!mine(x->pfx, u->name)) return 0;
+    assert_true(x->nusers < 16);
+    snprintf(x->users[x->nusers].name, 96, "%s", u->name);
+    snprintf(x->users[x->nusers].pw, 64, "%s", u->pw_hash ? u->pw_hash : "");
+    x->users[x->nusers].has_pw = u->pw_hash != NULL;
+    x->users[x->nusers].created_at = u->created_at;
+    x->nusers++;
+    return 0;
+}
+
+static int xrec_upload(void *arg, const store_upload_t *u)
+{
+    xrec_t *x = arg;
+    if (!mine(x->pfx, u->id)) return 0;
+    assert_true(x->nups < 16);
+    assert_true((u->user == NULL) != (u->room == NULL));
+    snprintf(x->ups[x->nups].id, 96, "%s", u->id);
+    snprintf(x->ups[x->nups].type, 32, "%s", u->type);
+    snprintf(x->ups[x->nups].user, 96, "%s", u->user ? u->user : "");
+    snprintf(x->ups[x->nups].room, 96, "%s", u->room ? u->room : "");
+    x->ups[x->nups].size = u->size;
+    x->ups[x->nups].created_at = u->created_at;
+    x->nups++;
+    return 0;
+}
+
+static int xrec_mention(void *arg, const store_mention_t *m)
+{
+    xrec_t *x = arg;
+    if (!mine(x->pfx, m->room)) return 0;
+    assert_true(x->nmentions < 16);
+    snprintf(x->mentions[x->nmentions].room, 96, "%s", m->room);
+    snprintf(x->mentions[x->nmentions].user, 96, "%s", m->user);
+    x->mentions[x->nmentions].seq = m->seq;
+    x->nmentions++;
+    return 0;
+}
+
+static void test_accounts_uploads_mentions(void **state)
+{
+    tctx_t *t = *state;
+    store_backend_t *b = bopen(t, 1);
+    const char *alice = nm(t, "alice"), *bob = nm(t, "bob"), *carol = nm(t, "carol"), *room = nm(t, "room");
+    const char *f1 = nm(t, "f1"), *f2 = nm(t, "f2");
+    store_op_t ops[16];
+    int n = 0;
+    ops[n++] = op_user(alice, 10, 0);
+    ops[n++] = (store_op_t){.kind = STORE_OP_ACCOUNT, .u.user = {alice, 99, 0, "$argon2id$alice"}}; /* existing */
+    ops[n++] = (store_op_t){.kind = STORE_OP_ACCOUNT, .u.user = {bob, 20, 0, "$argon2id$bob"}};     /* new */
+    ops[n++] = op_room(room, "private", "r", 1);
+    ops[n++] = op_member(STORE_OP_MEMBER, room, alice, "owner", 0, 1);
+    ops[n++] = op_member(STORE_OP_MEMBER, room, bob, "member", 0, 1);
+    ops[n++] = (store_op_t){.kind = STORE_OP_UPLOAD, .u.upload = {f1, "image/png", 1234, 50, alice, NULL}};
+    /* the same file again: the upload is kept, the second uploader linked */
+    ops[n++] = (store_op_t){.kind = STORE_OP_UPLOAD, .u.upload = {f1, "image/gif", 1, 60, bob, NULL}};
+    ops[n++] = (store_op_t){.kind = STORE_OP_UPLOAD_ROOM, .u.upload = {f1, NULL, 0, 0, NULL, room}};
+    ops[n++] = (store_op_t){.kind = STORE_OP_UPLOAD_ROOM, .u.upload = {f1, NULL, 0, 0, NULL, room}}; /* dup */
+    ops[n++] = (store_op_t){.kind = STORE_OP_UPLOAD, .u.upload = {f2, "image/jpeg", 7, 70, alice, NULL}};
+    ops[n++] = (store_op_t){.kind = STORE_OP_MENTION, .u.mention = {room, bob, 3}};
+    ops[n++] = (store_op_t){.kind = STORE_OP_MENTION, .u.mention = {room, bob, 3}}; /* dup */
+    ops[n++] = (store_op_t){.kind = STORE_OP_MENTION, .u.mention = {room, bob, 5}};
+    ops[n++] = (store_op_t){.kind = STORE_OP_MENTION, .u.mention = {room, alice, 1}};
+    ops[n++] = (store_op_t){.kind = STORE_OP_MENTION, .u.mention = {room, carol, 9}}; /* not a member */
+    assert_int_equal(T->apply(b, ops, (size_t)n), 0);
+    store_op_t rd[2] = {op_member(STORE_OP_READ, room, bob, NULL, 3, 0), op_member(STORE_OP_READ, room, alice, NULL, 1, 0)};
+    assert_int_equal(T->apply(b, rd, 2), 0);
+
+    xrec_t *x = calloc(1, sizeof *x);
+    x->pfx = t->pfx;
+    store_load_cb_t cb = {x, xrec_user, NULL, NULL, NULL, NULL, xrec_upload, xrec_mention};
+    assert_int_equal(T->load(b, 0, 0, &cb), 0);
+    assert_int_equal(x->nusers, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_true(x->users[i].has_pw);
+        if (!strcmp(x->users[i].name, alice)) {
+            assert_string_equal(x->users[i].pw, "$argon2id$alice");
+            assert_int_equal(x->users[i].created_at, 10);
+        } else {
+            assert_string_equal(x->users[i].name, bob);
+            assert_string_equal(x->users[i].pw, "$argon2id$bob");
+            assert_int_equal(x->users[i].created_at, 20);
+        }
+    }
+    /* f1: its two uploaders and its room; f2: its uploader */
+    assert_int_equal(x->nups, 4);
+    int f1_user = 0, f1_room = 0, f2_user = 0;
+    for (int i = 0; i < x->nups; i++) {
+        if (!strcmp(x->ups[i].id, f1)) {
+            assert_string_equal(x->ups[i].type, "image/png");
+            assert_int_equal(x->ups[i].size, 1234);
+            assert_int_equal(x->ups[i].created_at, 50);
+            f1_user += !strcmp(x->ups[i].user, alice) + 2 * !strcmp(x->ups[i].user, bob);
+            f1_room += !strcmp(x->ups[i].room, room);
+        } else {
+            assert_string_equal(x->ups[i].id, f2);
+            assert_string_equal(x->ups[i].type, "image/jpeg");
+            f2_user += !strcmp(x->ups[i].user, alice);
+        }
+    }
+    assert_int_equal(f1_user, 3);
+    assert_int_equal(f1_room, 1);
+    assert_int_equal(f2_user, 1);
+    /* bob read up to 3: only 5 is left; alice read 1: none; carol is no member */
+    assert_int_equal(x->nmentions, 1);
+    assert_string_equal(x->mentions[0].user, bob);
+    assert_int_equal(x->mentions[0].seq, 5);
+    /* the password of an account changes */
+    store_op_t acc = {.kind = STORE_OP_ACCOUNT, .u.user = {bob, 0, 0, "$argon2id$new"}};
+    assert_int_equal(T->apply(b, &acc, 1), 0);
+    memset(x, 0, sizeof *x);
+    x->pfx = t->pfx;
+    assert_int_equal(T->load(b, 0, 0, &cb), 0);
+    for (int i = 0; i < x->nusers; i++)
+        if (!strcmp(x->users[i].name, bob)) assert_string_equal(x->users[i].pw, "$argon2id$new");
+    free(x);
+    T->close(b);
+}
+
+/* Search: the caller's expression (chat_text_fts_match), public rooms plus
+ * the caller's rooms, or one room; newest (highest id) first, at most
+ * limit. Every text carries a word unique to the run, so other runs sharing
+ * the database never match. */
+typedef struct {
+    char tok[48];
+    range_rec_t rr;
+} srch_t;
+
+static int srch_run(store_backend_t *b, srch_t *s, const char *q, const char *rooms_json, const char *room, int limit)
+{
+    char full[256];
+    snprintf(full, sizeof full, "%s %s", s->tok, q);
+    char *match = chat_text_fts_match(full);
+    assert_non_null(match);
+    memset(&s->rr, 0, sizeof s->rr);
+    store_search_t sq = {match, rooms_json, room, limit};
+    int n = T->search(b, &sq, range_cb, &s->rr);
+    free(match);
+    return n;
+}
+
+static void test_search(void **state)
+{
+    tctx_t *t = *state;
+    store_backend_t *b = bopen(t, 1);
+    const char *u = nm(t, "u"), *pub = nm(t, "pub"), *priv = nm(t, "priv"), *other = nm(t, "other");
+    srch_t *s = calloc(1, sizeof *s);
+    snprintf(s->tok, sizeof s->tok, "k%ldx%ldx%d", (long)getpid(), (long)time(NULL), tctx_counter);
+    const char *texts[] = {
+        "Hello world",               /* pub 1 */
+        "caf\xc3\xa9 au lait",       /* pub 2 */
+        "see example.com for more",  /* pub 3 */
+        "say \"quoted\" words",      /* pub 4 */
+        "hello from the private room", /* priv 1 */
+        "hello elsewhere",           /* other 1: private, not the caller's */
+    };
+    const char *rooms[] = {pub, pub, pub, pub, priv, other};
+    const int64_t seqs[] = {1, 2, 3, 4, 1, 1};
+    store_op_t ops[16];
+    char text[6][128];
+    int n = 0;
+    ops[n++] = op_room(pub, "public", "", 1);
+    ops[n++] = op_room(priv, "private", "", 1);
+    ops[n++] = op_room(other, "dm", "", 1);
+    /* ids grow with the order above: the newest is the last */
+    const uint64_t base = (msg_id(pub, 0) & 0x3fffffffffffff00ULL);
+    for (int i = 0; i < 6; i++) {
+        snprintf(text[i], sizeof text[i], "%s %s", texts[i], s->tok);
+        ops[n] = op_msg(rooms[i], seqs[i], u, text[i], 1000 + i, i == 0 ? "c1" : NULL, i == 0 ? "{\"m\":1}" : NULL);
+        ops[n++].u.msg.id = base + (uint64_t)i;
+    }
+    assert_int_equal(T->apply(b, ops, (size_t)n), 0);
+
+    /* public rooms only */
+    assert_int_equal(srch_run(b, s, "hello", "[]", NULL, 10), 1);
+    assert_string_equal(s->rr.m[0].room, pub);
+    assert_int_equal(s->rr.m[0].seq, 1);
+    assert_int_equal(s->rr.m[0].id, base);
+    assert_string_equal(s->rr.m[0].from, u);
+    assert_string_equal(s->rr.m[0].text, text[0]);
+    assert_int_equal(s->rr.m[0].ts, 1000);
+    assert_string_equal(s->rr.m[0].cid, "c1");
+    assert_string_equal(s->rr.m[0].meta, "{\"m\":1}");
+    /* plus the caller's rooms, newest first */
+    char rj[256];
+    snprintf(rj, sizeof rj, "[\"%s\"]", priv);
+    assert_int_equal(srch_run(b, s, "HELLO", rj, NULL, 10), 2);
+    assert_string_equal(s->rr.m[0].room, priv);
+    assert_string_equal(s->rr.m[1].room, pub);
+    assert_false(s->rr.m[1].has_cid == 0);
+    /* limit */
+    assert_int_equal(srch_run(b, s, "hello", rj, NULL, 1), 1);
+    assert_string_equal(s->rr.m[0].room, priv);
+    assert_int_equal(srch_run(b, s, "hello", rj, NULL, 0), 0);
+    /* one room only; a private room of someone else stays hidden */
+    assert_int_equal(srch_run(b, s, "hello", rj, pub, 10), 1);
+    assert_string_equal(s->rr.m[0].room, pub);
+    assert_int_equal(srch_run(b, s, "hello", "[]", other, 10), 0);
+    snprintf(rj, sizeof rj, "[\"%s\", \"%s\"]", priv, other);
+    assert_int_equal(srch_run(b, s, "hello", rj, other, 10), 1);
+    assert_string_equal(s->rr.m[0].room, other);
+    assert_true(s->rr.m[0].has_cid == 0 && s->rr.m[0].has_meta == 0);
+    /* every word is required */
+    assert_int_equal(srch_run(b, s, "hello world", rj, NULL, 10), 1);
+    assert_int_equal(srch_run(b, s, "hello nowhere", rj, NULL, 10), 0);
+    /* diacritics and case fold; punctuation separates words */
+    assert_int_equal(srch_run(b, s, "CAFE", "[]", NULL, 10), 1);
+    assert_int_equal(s->rr.m[0].seq, 2);
+    assert_int_equal(srch_run(b, s, "caf\xc3\xa9 lait", "[]", NULL, 10), 1);
+    assert_int_equal(srch_run(b, s, "example", "[]", NULL, 10), 1);
+    assert_int_equal(s->rr.m[0].seq, 3);
+    assert_int_equal(srch_run(b, s, "example.com", "[]", NULL, 10), 1);
+    assert_int_equal(srch_run(b, s, "com", "[]", NULL, 10), 1);
+    /* quotes in the query are no syntax */
+    assert_int_equal(srch_run(b, s, "\"quoted\"", "[]", NULL, 10), 1);
+    assert_int_equal(s->rr.m[0].seq, 4);
+    assert_int_equal(srch_run(b, s, "say\" OR \"hello", "[]", NULL, 10), 0);
+    assert_int_equal(srch_run(b, s, "wor*", "[]", NULL, 10), 0);
+    /* a callback's negative result stops the search and is returned */
+    memset(&s->rr, 0, sizeof s->rr);
+    s->rr.stop_at = 1;
+    char *match = chat_text_fts_match(s->tok);
+    store_search_t sq = {match, "[]", NULL, 10};
+    assert_int_equal(T->search(b, &sq, range_cb, &s->rr), -3);
+    assert_int_equal(s->rr.n, 1);
+    free(match);
+    /* and the connection is fine afterwards */
+    assert_int_equal(srch_run(b, s, "", "[]", NULL, 10), 4);
+    free(s);
     T->close(b);
 }
 
@@ -1437,6 +1704,304 @@ static void test_open_errors(void **state)
     store_close(NULL);
 }
 
+/* ===================== PostgreSQL only ===================== */
+
+/* The search words back out of an FTS5 expression, as an array literal. */
+static void test_pg_words(void **state)
+{
+    (void)state;
+    const char *in[] = {"\"a\"", "\"a\" \"b\"", "\"say \"\"hi\"\"\"", "\"back\\slash\"", "bare \"q\"", "\"\"",
+                        "  ", "\"open"};
+    const char *want[] = {"{\"a\"}", "{\"a\",\"b\"}", "{\"say \\\"hi\\\"\"}", "{\"back\\\\slash\"}",
+                          "{\"bare\",\"q\"}", "{\"\"}", "{}", "{\"open\"}"};
+    const int nwords[] = {1, 2, 1, 1, 2, 1, 0, 1};
+    for (size_t i = 0; i < sizeof in / sizeof *in; i++) {
+        char *out = NULL;
+        assert_int_equal(pg__words(in[i], &out), nwords[i]);
+        assert_string_equal(out, want[i]);
+        free(out);
+    }
+    /* every word of the real builder comes back whole */
+    char *m = chat_text_fts_match("a\"b c\\d \"\"");
+    char *out = NULL;
+    assert_int_equal(pg__words(m, &out), 3);
+    assert_string_equal(out, "{\"a\\\"b\",\"c\\\\d\",\"\\\"\\\"\"}");
+    free(out);
+    free(m);
+}
+
+static PGconn *pg_admin(const char *url)
+{
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK) print_error("admin connection: %s", PQerrorMessage(c));
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    return c;
+}
+
+static void pg_ok(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        print_error("%s: %s", sql, PQresultErrorMessage(r));
+    assert_true(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK);
+    PQclear(r);
+}
+
+static long long pg_num(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) print_error("%s: %s", sql, PQresultErrorMessage(r));
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(r), 1);
+    long long v = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+/* Ends every server connection opened with the test's application_name;
+ * returns how many. */
+static long long pg_kill(PGconn *admin, const char *app)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE application_name = '%s'",
+             app);
+    return pg_num(admin, sql);
+}
+
+static void *pg_open_main(void *arg)
+{
+    char err[256] = "";
+    store_backend_t *b = T->open(arg, 1, err, sizeof err);
+    if (!b) print_error("open: %s\n", err);
+    return b;
+}
+
+typedef struct {
+    int count;
+    const char *room;
+} count_cb_t;
+
+static int count_cb(void *arg, const store_msg_t *m)
+{
+    (void)m;
+    ((count_cb_t *)arg)->count++;
+    return 0;
+}
+
+/* In a schema of its own (search_path and application_name in the url), so
+ * that it can migrate from nothing, hold locks and end its own connections
+ * without disturbing anything else in the database. */
+static void test_pg_specifics(void **state)
+{
+    tctx_t *t = *state;
+    if (strcmp(T->name, "postgresql") != 0) {
+        skip();
+        return;
+    }
+    char schema[64], url[PATH_MAX + 256], sql[512], err[512];
+    snprintf(schema, sizeof schema, "sori_t%ld_%ld_%d", (long)getpid(), (long)time(NULL), tctx_counter);
+    snprintf(url, sizeof url, "%s%soptions=-csearch_path%%3D%s&application_name=%s", t->url,
+             strchr(t->url, '?') ? "&" : "?", schema, schema);
+    PGconn *admin = pg_admin(t->url);
+    snprintf(sql, sizeof sql, "CREATE SCHEMA %s", schema);
+    pg_ok(admin, sql);
+
+    /* four nodes start at once on an empty schema: one migrates, all open */
+    pthread_t th[4];
+    store_backend_t *bs[4];
+    for (int i = 0; i < 4; i++) assert_int_equal(pthread_create(&th[i], NULL, pg_open_main, url), 0);
+    for (int i = 0; i < 4; i++) {
+        void *p;
+        pthread_join(th[i], &p);
+        bs[i] = p;
+        assert_non_null(bs[i]);
+    }
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s.schema_version", schema);
+    assert_int_equal(pg_num(admin, sql), PG__VERSION);
+    for (int i = 1; i < 4; i++) T->close(bs[i]);
+    store_backend_t *b = bs[0];
+
+    /* search works in a schema of its own (its configuration, unaccent) */
+    const char *room = nm(t, "room"), *u = nm(t, "u");
+    store_op_t ops[4] = {op_room(room, "public", "", 1), op_msg(room, 1, u, "Cr\xc3\xa8me br\xc3\xbbl\xc3\xa9" "e", 1, NULL, NULL)};
+    assert_int_equal(T->apply(b, ops, 2), 0);
+    count_cb_t cc = {0};
+    store_search_t sq = {"\"creme\" \"BRULEE\"", "[]", NULL, 10};
+    assert_int_equal(T->search(b, &sq, count_cb, &cc), 1);
+
+    /* the server ends the connection: that call fails, the next one connects again */
+    store_op_t op = op_user(nm(t, "v"), 1, 0);
+    assert_int_equal(pg_kill(admin, schema), 1);
+    assert_true(T->apply(b, &op, 1) < 0);
+    assert_int_equal(T->apply(b, &op, 1), 0);
+    store_range_t q = {room, 0, 0, 10, 0};
+    assert_int_equal(pg_kill(admin, schema), 1);
+    assert_true(T->range(b, &q, count_cb, &cc) < 0);
+    assert_int_equal(T->range(b, &q, count_cb, &cc), 1);
+    assert_int_equal(pg_kill(admin, schema), 1);
+    assert_true(T->search(b, &sq, count_cb, &cc) < 0);
+    assert_int_equal(T->search(b, &sq, count_cb, &cc), 1);
+    rec_t *r = rec_new(t);
+    store_load_cb_t cb = rec_cb(r);
+    assert_int_equal(pg_kill(admin, schema), 1);
+    assert_true(T->load(b, 10, 0, &cb) < 0);
+    memset(r, 0, sizeof *r);
+    r->pfx = t->pfx;
+    assert_int_equal(T->load(b, 10, 0, &cb), 0);
+    assert_int_equal(r->nusers, 1);
+    assert_int_equal(r->nrecent, 1);
+
+    /* a COMMIT that went unanswered, as the next apply settles it */
+    store_op_t m2 = op_msg(room, 2, u, "limbo", 2, NULL, NULL);
+    assert_int_equal(T->apply(b, &m2, 1), 0);
+    b->limbo = 1; /* committed, and the same batch: not applied twice */
+    memcpy(b->limbo_xid, b->last_xid, sizeof b->limbo_xid);
+    b->limbo_hash = pg__hash(&m2, 1);
+    assert_int_equal(T->apply(b, &m2, 1), 0);
+    assert_int_equal(b->limbo, 0);
+    assert_true(T->apply(b, &m2, 1) < 0); /* really a duplicate now */
+    pg_ok(admin, "BEGIN");                /* still in progress: try later */
+    long long open_xid = pg_num(admin, "SELECT txid_current()");
+    store_op_t m3 = op_msg(room, 3, u, "limbo 3", 3, NULL, NULL);
+    b->limbo = 1;
+    snprintf(b->limbo_xid, sizeof b->limbo_xid, "%lld", open_xid);
+    b->limbo_hash = pg__hash(&m3, 1);
+    assert_int_equal(T->apply(b, &m3, 1), SORI_EAGAIN);
+    assert_int_equal(b->limbo, 1);
+    pg_ok(admin, "ROLLBACK"); /* aborted: the batch is applied */
+    assert_int_equal(T->apply(b, &m3, 1), 0);
+    assert_int_equal(b->limbo, 0);
+    store_op_t m4 = op_msg(room, 4, u, "limbo 4", 4, NULL, NULL);
+    b->limbo = 1; /* committed, but another batch: this one is applied */
+    memcpy(b->limbo_xid, b->last_xid, sizeof b->limbo_xid);
+    b->limbo_hash = pg__hash(&m3, 1);
+    assert_int_equal(T->apply(b, &m4, 1), 0);
+    cc.count = 0;
+    assert_int_equal(T->range(b, &q, count_cb, &cc), 4);
+
+    /* a lock held elsewhere: the statement gives up in about PG__STMT_MS and
+     * the connection stays usable */
+    pg_ok(admin, "BEGIN");
+    snprintf(sql, sizeof sql, "LOCK TABLE %s.rooms IN ACCESS EXCLUSIVE MODE", schema);
+    pg_ok(admin, sql);
+    store_op_t rop = op_room(nm(t, "locked"), "public", "", 1);
+    int64_t t0 = store__now_ns();
+    int rc = T->apply(b, &rop, 1);
+    int64_t took = (store__now_ns() - t0) / 1000000;
+    print_message("  a locked table: %s after %lld ms\n", sori_strerror(rc), (long long)took);
+    assert_true(rc < 0);
+    assert_true(took >= PG__STMT_MS - 500 && took < PG__IO_MS + 1000);
+    pg_ok(admin, "ROLLBACK");
+    assert_int_equal(T->apply(b, &rop, 1), 0);
+    T->close(b);
+
+    /* the store's writer rides out lost connections (it retries) */
+    store_t *s = store_open(T, url, STORE_SYNC, 0, err, sizeof err);
+    if (!s) print_error("store_open: %s\n", err);
+    assert_non_null(s);
+    store_op_t m5 = op_msg(room, 5, u, "after a restart", 5, NULL, NULL);
+    write_wait(s, &m5, 1);
+    assert_int_equal(pg_kill(admin, schema), 2); /* writer and reader */
+    store_op_t m6 = op_msg(room, 6, u, "after a restart", 6, NULL, NULL);
+    write_wait(s, &m6, 1);
+    uint64_t failures;
+    store_stats(s, NULL, NULL, &failures);
+    assert_true(failures >= 1);
+    assert_int_equal(store_failing(s), 0);
+    store_close(s);
+
+    /* a database of a newer sori is refused, with or without migrating */
+    snprintf(sql, sizeof sql, "INSERT INTO %s.schema_version VALUES(99, 0)", schema);
+    pg_ok(admin, sql);
+    err[0] = 0;
+    assert_null(T->open(url, 1, err, sizeof err));
+    assert_non_null(strstr(err, "99"));
+    err[0] = 0;
+    assert_null(T->open(url, 0, err, sizeof err));
+    assert_true(err[0] != 0);
+
+    /* a server that never answers: open gives up after PG__CONNECT_MS */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    char silent[128];
+    snprintf(silent, sizeof silent, "postgresql://nobody@127.0.0.1:%d/x?sslmode=disable&gssencmode=disable",
+             ntohs(sa.sin_port));
+    t0 = store__now_ns();
+    err[0] = 0;
+    assert_null(T->open(silent, 0, err, sizeof err));
+    took = (store__now_ns() - t0) / 1000000;
+    print_message("  a silent server: \"%s\" after %lld ms\n", err, (long long)took);
+    assert_true(took >= PG__CONNECT_MS - 500 && took < PG__CONNECT_MS + 2000);
+    close(fd);
+    /* nobody listening: at once */
+    snprintf(silent, sizeof silent, "postgresql://nobody@127.0.0.1:%d/x", ntohs(sa.sin_port));
+    t0 = store__now_ns();
+    assert_null(T->open(silent, 0, err, sizeof err));
+    assert_true((store__now_ns() - t0) / 1000000 < 2000);
+
+    snprintf(sql, sizeof sql, "DROP SCHEMA %s CASCADE", schema);
+    pg_ok(admin, sql);
+    PQfinish(admin);
+    free(r);
+}
+
+/* A real restart of the server (scripts/pg-test.sh's SORI_PG_CTL): writes
+ * queued while it is down are retried, then committed in order. */
+static void test_pg_restart(void **state)
+{
+    tctx_t *t = *state;
+    const char *ctl = getenv("SORI_PG_CTL");
+    if (strcmp(T->name, "postgresql") != 0 || !ctl || !*ctl) {
+        skip();
+        return;
+    }
+    char cmd[PATH_MAX + 64];
+    store_t *s = sopen(t, STORE_SYNC, 0);
+    const char *room = nm(t, "room"), *u = nm(t, "u");
+    store_op_t rop = op_room(room, "public", "", 1);
+    write_wait(s, &rop, 1);
+    snprintf(cmd, sizeof cmd, "%s stop >/dev/null 2>&1", ctl);
+    assert_int_equal(system(cmd), 0);
+    enum { NJ = 20 };
+    tlog_t l;
+    tlog_init(&l);
+    tjob_t *jobs = calloc(NJ, sizeof *jobs);
+    for (int i = 0; i < NJ; i++) {
+        tjob_make(&jobs[i], &l, 0, i, op_msg(room, i + 1, u, "through a restart", i, NULL, NULL));
+        store_write(s, &jobs[i].job);
+    }
+    usleep(300000);
+    assert_int_equal(tlog_done(&l), 0);
+    assert_int_equal(store_failing(s), 1);
+    int64_t t0 = now_ms();
+    snprintf(cmd, sizeof cmd, "%s start >/dev/null 2>&1", ctl);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(tlog_wait(&l, NJ, 15000), NJ);
+    print_message("  committed %lld ms after the server was back\n", (long long)(now_ms() - t0));
+    assert_int_equal(l.bad_order, 0);
+    assert_int_equal(l.bad_status, 0);
+    assert_int_equal(store_failing(s), 0);
+    /* the reader's connection died with the old server: its first read
+     * fails, the next one connects again */
+    tread_t rd1 = {.rd.run = tread_run, .log = &l, .idx = NJ, .q = {room, 0, 0, 100, 0}};
+    tread_t rd2 = {.rd.run = tread_run, .log = &l, .idx = NJ + 1, .q = {room, 0, 0, 100, 0}};
+    store_read(s, &rd1.rd);
+    store_read(s, &rd2.rd);
+    assert_int_equal(tlog_wait(&l, NJ + 2, 10000), NJ + 2);
+    assert_int_equal(l.bad_order, 0);
+    assert_true(rd1.got < 0);
+    assert_int_equal(rd2.got, NJ);
+    store_close(s);
+    free(jobs);
+    tlog_destroy(&l);
+}
+
 #define T_(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1459,6 +2024,8 @@ int main(void)
         T_(test_message_fields),
         T_(test_range_every_combination),
         T_(test_recent_many_rooms),
+        T_(test_accounts_uploads_mentions),
+        T_(test_search),
         T_(test_sqlite_specifics),
         T_(test_group_commit_per_thread_fifo),
         T_(test_group_commit_global_fifo),
@@ -1469,6 +2036,9 @@ int main(void)
         T_(test_commit_failure_retries),
         T_(test_durability_across_restart),
         T_(test_open_errors),
+        T_(test_pg_words),
+        T_(test_pg_specifics),
+        T_(test_pg_restart),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
