@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test suite and ends with one line "N passed, M failed":
 #   1. build (release), cmocka unit tests
-#   2. pytest integration tests against build/sori
+#   2. pytest integration tests against build/sori, on SQLite and again on a
+#      throw-away PostgreSQL (scripts/pg-test.sh); the store conformance
+#      suite on PostgreSQL
 #   3. the same unit and integration tests under ASan+UBSan (build/asan)
 #   4. the unit and integration tests under ThreadSanitizer (build/tsan)
 #   5. every libFuzzer target replaying its corpus (build/fuzz)
@@ -52,17 +54,33 @@ unit() { # outdir label
   count "$2" "$pass" "$fail"
 }
 
-integration() { # binary label
-  note "integration: $2"
+# The store conformance suite against a throw-away PostgreSQL server.
+store_pg() { # outdir label
+  local out rc p f
+  out=$(timeout 600 scripts/pg-test.sh "$1/tests/test_store" 2>&1); rc=$?
+  p=$(grep -oE '\[  PASSED  \] [0-9]+' <<<"$out" | grep -oE '[0-9]+$' | tail -1); p=${p:-0}
+  f=$(grep -oE '\[  FAILED  \] [0-9]+' <<<"$out" | grep -oE '[0-9]+$' | tail -1); f=${f:-0}
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  if [ "$f" -ne 0 ] || grep -qE 'runtime error:|ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer' <<<"$out"; then
+    echo "$out" | tail -60; [ "$f" -eq 0 ] && f=1
+  fi
+  printf '  %-32s %3d passed, %d failed\n' "test_store (postgresql)" "$p" "$f"
+  count "$2" "$p" "$f"
+}
+
+integration() { # binary label [runner...]
+  local bin=$1 label=$2
+  shift 2
+  note "integration: $label"
   local out rc p f e
-  out=$(SORI_BIN="$1" timeout 1500 $PY -m pytest -q -p no:cacheprovider tests/integration ${PYTEST_ARGS:-} 2>&1); rc=$?
+  out=$(SORI_BIN="$bin" timeout 1500 "$@" $PY -m pytest -q -p no:cacheprovider tests/integration ${PYTEST_ARGS:-} 2>&1); rc=$?
   echo "$out" | tail -30
   p=$(grep -oE '[0-9]+ passed' <<<"$out" | tail -1 | grep -oE '^[0-9]+'); p=${p:-0}
   f=$(grep -oE '[0-9]+ failed' <<<"$out" | tail -1 | grep -oE '^[0-9]+'); f=${f:-0}
   e=$(grep -oE '[0-9]+ errors?' <<<"$out" | tail -1 | grep -oE '^[0-9]+'); e=${e:-0}
   f=$((f + e))
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-  count "$2" "$p" "$f"
+  count "$label" "$p" "$f"
 }
 
 e2e() { # binary label
@@ -98,13 +116,16 @@ fuzz_replay() {
 
 if build release all unit; then
   note "unit (release)"; unit build "unit (release)"
+  note "store on postgresql (release)"; store_pg build "store on postgresql (release)"
   integration build/sori "integration (release)"
+  integration build/sori "integration on postgresql (release)" scripts/pg-test.sh
   e2e build/sori "browser (release)"
 fi
 if [ "${SORI_TEST_QUICK:-0}" != 1 ]; then
   if build asan all unit; then
     note "unit (asan+ubsan)"
     ASAN_OPTIONS=detect_leaks=1 unit build/asan "unit (asan+ubsan)"
+    ASAN_OPTIONS=detect_leaks=1 store_pg build/asan "store on postgresql (asan+ubsan)"
     integration build/asan/sori "integration (asan+ubsan)"
     e2e build/asan/sori "browser (asan+ubsan)"
   fi

@@ -6,6 +6,7 @@ with SIGTERM at the end, failing the test if the server did not exit 0 within
 The binary is $SORI_BIN (default build/sori), so `make test` runs the same
 suite against the release, ASan+UBSan and TSan builds.
 """
+import itertools
 import os
 import re
 import signal
@@ -28,9 +29,25 @@ SANITIZER_MARKERS = (
 SLOW = 3 if os.path.basename(os.path.dirname(SORI_BIN)) in ("asan", "tsan") else 1
 
 
+# Under scripts/pg-test.sh (SORI_STORE_TYPE=postgresql) every server gets a
+# fresh PostgreSQL database of its own on that throw-away server, so the whole
+# suite runs against the PostgreSQL store as well.
+PG = os.environ.get("SORI_STORE_TYPE") == "postgresql"
+_pg_dbs = itertools.count(1)
+
+
+def pg_database():
+    """A new empty database on the harness's server; its URL."""
+    name = "t%d_%d" % (os.getpid(), next(_pg_dbs))
+    subprocess.run(["createdb", name], check=True, timeout=30, capture_output=True)
+    base = os.environ["SORI_STORE_URL"]
+    return base[:base.rindex("/") + 1] + name
+
+
 class Server:
-    def __init__(self, tmp_path, args, allow_guests=True):
+    def __init__(self, tmp_path, args, allow_guests=True, db=None):
         self.data_dir = str(tmp_path / "data")
+        self.db = db or (pg_database() if PG else None)  # a restart passes its predecessor's
         self.stderr_path = str(tmp_path / "sori.stderr")
         self.args = args
         self.allow_guests = allow_guests
@@ -43,6 +60,8 @@ class Server:
                "--data-dir", self.data_dir, "--workers", "2"]
         if self.allow_guests:
             cmd.append("--allow-guests")
+        if self.db:
+            cmd += ["--db", self.db]
         cmd += list(self.args)
         self.stderr = open(self.stderr_path, "ab")
         env = dict(os.environ)

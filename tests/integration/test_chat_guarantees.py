@@ -64,7 +64,7 @@ def restart():
 
     def do(srv, *extra):
         s = Server(pathlib.Path(srv.data_dir).parent, list(srv.args) + list(extra),
-                   allow_guests=srv.allow_guests)
+                   allow_guests=srv.allow_guests, db=srv.db)
         started.append(s)
         return s.start()
     yield do
