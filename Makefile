@@ -8,7 +8,7 @@
 # rest from libsori.a, so static helpers are reachable.
 
 VARIANT ?= release
-PKGS := libuv jansson openssl zlib sqlite3 libsodium libpq
+PKGS := libuv jansson openssl zlib sqlite3 libsodium libpq hiredis
 
 ifeq ($(VARIANT),release)
   OUT := build
