@@ -212,6 +212,10 @@ static int cmd_serve(int argc, char **argv)
         }
         surl = db;
     }
+    if (sori_config.redis && sori_config.redis[0] && stype != store_type_find("postgresql")) {
+        fprintf(stderr, "sori: --redis: the nodes of a cluster share their store: give --db postgresql://...\n");
+        return 2;
+    }
     if (mkdir_p(sori_config.data_dir, err, sizeof err) || load_secret(err, sizeof err)) {
         fprintf(stderr, "sori: %s\n", err);
         return 1;
@@ -255,6 +259,14 @@ static int cmd_serve(int argc, char **argv)
     if (chat_init(&ccfg, stype, surl, err, sizeof err)) {
         fprintf(stderr, "sori: %s\n", err);
         return 1;
+    }
+    if (sori_config.redis && sori_config.redis[0]) {
+        if (chat_cluster_start(sori_config.redis, sori_config.node_id, sori_config.presence_ttl_ms,
+                               sori_config.node_ttl_ms, err, sizeof err)) {
+            fprintf(stderr, "sori: --redis: %s\n", err);
+            chat_shutdown();
+            return 2;
+        }
     }
     if (auth_pw_init()) {
         fprintf(stderr, "sori: libsodium failed to initialise\n");
@@ -310,6 +322,20 @@ static int cmd_serve(int argc, char **argv)
         fprintf(stderr, "sori: %s\n", err);
         return 1;
     }
+    if (chat_cluster_on()) {
+        char ws[600];
+        if (sori_config.public_url && sori_config.public_url[0])
+            snprintf(ws, sizeof ws, "%s", sori_config.public_url);
+        else
+        {
+            const char *h = strcmp(sori_config.host, "0.0.0.0") && strcmp(sori_config.host, "::") ? sori_config.host
+                                                                                                 : "127.0.0.1";
+            snprintf(ws, sizeof ws, strchr(h, ':') ? "ws://[%s]:%d/ws" : "ws://%s:%d/ws", h, net_port());
+        }
+        chat_cluster_register(ws);
+        LOG_INFO("main", "cluster mode: node %d, registered as %s (presence, registry and discovery across "
+                         "nodes; messages do not cross nodes yet)", sori_config.node_id, ws);
+    }
     const char *shown = sori_config.host;
     if (!strcmp(shown, "0.0.0.0") || !strcmp(shown, "::")) shown = "127.0.0.1";
     printf("sori %s serving http://%s%s%s:%d/ (data in %s, %d worker%s)\n", SORI_VERSION,
@@ -319,6 +345,7 @@ static int cmd_serve(int argc, char **argv)
 
     uv_run(loop, UV_RUN_DEFAULT);
     net_join();
+    chat_cluster_stop();
     push_stop();
     chat_shutdown(); /* commits what is queued; replies to closed workers are dropped */
     net_free();

@@ -156,6 +156,25 @@ void chat_presence(chat_session_t *s, json_t *ref, const char *const *users, siz
  * thread; takes the room lock). */
 int chat_push_still_unread(const char *user, const char *room, int64_t seq);
 
+/* ---- cluster (chat_cluster.c) ---- */
+
+/* Joins the cluster through the bus at redis_url (presence hashes expire
+ * presence_ttl_ms, registry entries node_ttl_ms after their last refresh;
+ * refreshed three times per TTL). Call after chat_init, before serving. 0
+ * or an error with err (a malformed URL; a Redis that is down is not an
+ * error: the bus connects when it can). */
+int chat_cluster_start(const char *redis_url, int node_id, int presence_ttl_ms, int node_ttl_ms, char *err,
+                       size_t errlen);
+/* Registers this node's public WebSocket URL for discovery (once listening). */
+int chat_cluster_register(const char *ws_url);
+void chat_cluster_stop(void);
+int chat_cluster_on(void);
+int chat_cluster_up(void);
+/* The least-loaded live node: done(w, arg, 0, ws, node) on worker w, or a
+ * status < 0. 0, or an error (and done is not called). */
+typedef void (*chat_discover_fn)(net_worker_t *w, void *arg, int status, const char *ws, int node);
+int chat_cluster_discover(net_worker_t *w, chat_discover_fn done, void *arg);
+
 /* 1 if id is a valid room id ([A-Za-z0-9_.:-]{1,64}). */
 int chat_valid_room(const char *id);
 

@@ -892,6 +892,11 @@ void chat_typing(chat_session_t *s, const char *room)
 void chat_presence(chat_session_t *s, json_t *ref, const char *const *users, size_t n)
 {
     json_t *list = json_array();
+    /* in a cluster, who is not online here is asked about */
+    const char **ask = chat_cluster_on() ? calloc(n ? n : 1, sizeof *ask) : NULL;
+    chat_user_t **ask_u = ask ? calloc(n ? n : 1, sizeof *ask_u) : NULL;
+    size_t *ask_i = ask ? calloc(n ? n : 1, sizeof *ask_i) : NULL;
+    size_t nask = 0;
     for (size_t i = 0; i < n; i++) {
         if (!auth_valid_user(users[i], strlen(users[i]))) continue;
         /* Watching a user never seen makes their (in-memory) record, so the
@@ -915,11 +920,21 @@ void chat_presence(chat_session_t *s, json_t *ref, const char *const *users, siz
             }
             uv_mutex_unlock(&u->lock);
         }
+        if (!online && ask && ask_u && ask_i) {
+            ask[nask] = users[i];
+            ask_u[nask] = u;
+            ask_i[nask++] = json_array_size(list);
+        }
         json_t *o = json_pack("{s:s, s:b}", "user", users[i], "online", online);
         json_object_set_new(o, "last_seen", online || !last_seen ? json_null() : json_integer(last_seen));
         json_array_append_new(list, o);
     }
-    chat__reply(s, ref, json_pack("{s:s, s:o}", "type", "presence", "users", list));
+    json_t *reply = json_pack("{s:s, s:o}", "type", "presence", "users", list);
+    if (!(nask && ask_u && ask_i && chat__cluster_presence_reply(s, ref, reply, ask, ask_u, ask_i, nask) == 0))
+        chat__reply(s, ref, reply);
+    free(ask);
+    free(ask_u);
+    free(ask_i);
 }
 
 /* ---- search ---- */

@@ -987,7 +987,7 @@ void chat__catchup(chat_sub_t *sub, json_t *ref, int announce)
 
 /* ---- sessions: open and close ---- */
 
-static void chat__presence_changed(chat_user_t *u, int online, int64_t last_seen)
+void chat__presence_changed(chat_user_t *u, int online, int64_t last_seen)
 {
     json_t *o = json_pack("{s:s, s:s, s:b}", "type", "presence", "user", u->name, "online", online);
     json_object_set_new(o, "last_seen", online ? json_null() : json_integer(last_seen));
@@ -1039,6 +1039,7 @@ chat_session_t *chat_session_open(const char *user, int worker, int flags, const
 
     uv_mutex_lock(&u->lock);
     int first = u->nsessions == 0;
+    int elsewhere = atomic_load(&u->remote_online); /* online on another node: no event */
     int is_new = u->last_seen == 0 && first;
     if (chat__arr_add((void ***)&u->sessions, &u->nsessions, &u->capsessions, s)) {
         uv_mutex_unlock(&u->lock);
@@ -1066,7 +1067,10 @@ chat_session_t *chat_session_open(const char *user, int worker, int flags, const
         store_op_t op = {.kind = STORE_OP_USER, .u.user = {.name = u->name, .created_at = u->created_at}};
         chat__write(NULL, NULL, NULL, &op, 1);
     }
-    if (first) chat__presence_changed(u, 1, 0);
+    if (first) {
+        chat__cluster_presence(u->name, 1);
+        if (!elsewhere) chat__presence_changed(u, 1, 0);
+    }
     return s;
 }
 
@@ -1088,10 +1092,12 @@ void chat_session_close(chat_session_t *s)
         uv_mutex_lock(&u->lock);
         chat__arr_del((void **)u->sessions, &u->nsessions, s);
         int last = u->nsessions == 0;
+        int elsewhere = atomic_load(&u->remote_online);
         if (last) u->last_seen = now;
         uv_mutex_unlock(&u->lock);
         if (last) {
-            chat__presence_changed(u, 0, now);
+            chat__cluster_presence(u->name, 0);
+            if (!elsewhere) chat__presence_changed(u, 0, now);
             store_op_t op = {.kind = STORE_OP_USER,
                              .u.user = {.name = u->name, .created_at = u->created_at, .last_seen = now}};
             chat__write(NULL, NULL, NULL, &op, 1);
@@ -1315,7 +1321,17 @@ void chat_counts(uint64_t *rooms, uint64_t *users)
     uv_rwlock_rdunlock(&chat__g.users_lock);
 }
 
-int chat_unhealthy(void) { return chat__g.store && store_failing(chat__g.store); }
+int chat_unhealthy(void)
+{
+    return (chat__g.store && store_failing(chat__g.store)) || (chat_cluster_on() && !chat_cluster_up());
+}
+
+void chat__users_foreach(void (*fn)(const char *k, size_t kl, void *v, void *arg), void *arg)
+{
+    uv_rwlock_rdlock(&chat__g.users_lock);
+    map_each(&chat__g.users, fn, arg);
+    uv_rwlock_rdunlock(&chat__g.users_lock);
+}
 
 static void chat__free_member(const char *k, size_t kl, void *v, void *arg)
 {

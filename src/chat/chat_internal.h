@@ -93,6 +93,7 @@ struct chat_user {
     int64_t last_seen;
     int64_t created_at;
     _Atomic uint8_t known; /* has connected or is stored; else only watched by presence (set once, any thread) */
+    _Atomic uint8_t remote_online; /* cluster: online on another node (chat_cluster.c keeps it) */
     map_t rooms; /* room id -> chat_room_t* we are a member of */
     map_t idem;  /* cid -> chat_idem_t*, 24 h; swept every 1024 inserts */
     char *pw_hash; /* an account's argon2id string, or NULL */
@@ -175,6 +176,17 @@ chat_room_t *chat__room_get(const char *id);
 chat_room_t *chat__room_create(const char *id, char kind, const char *title, int64_t created_at,
                                int *created);
 chat_user_t *chat__user_get(const char *name, int create);
+/* fn for every user, under the users table's read lock (fn takes no table lock). */
+void chat__users_foreach(void (*fn)(const char *k, size_t kl, void *v, void *arg), void *arg);
+/* Presence events to the user's watchers (any thread; takes u->lock). */
+void chat__presence_changed(chat_user_t *u, int online, int64_t last_seen);
+/* Cluster (chat_cluster.c): a user's first/last local session; no-op on one node. */
+void chat__cluster_presence(const char *user, int online);
+/* Cluster: answers a presence command after asking the bus about names[0..n)
+ * (users[i] their records or NULL; index[i] their position in reply's
+ * users); 0 when it took reply over, -1 when the caller replies itself. */
+int chat__cluster_presence_reply(chat_session_t *s, json_t *ref, json_t *reply, const char *const *names,
+                                 chat_user_t **users, const size_t *index, size_t n);
 const char *chat__kind_name(char kind);
 const char *chat__role_name(char role);
 

@@ -22,6 +22,7 @@
 #include "util/clock.h"
 #include "util/config.h"
 #include "util/err.h"
+#include "util/json_esc.h"
 #include "util/log.h"
 #include "util/metrics.h"
 #include "util/ratelimit.h"
@@ -766,8 +767,33 @@ static void rest__file(http_req_t *r)
 
 /* ---- discovery and metrics ---- */
 
+static void rest__discovered(net_worker_t *w, void *arg, int status, const char *ws, int node)
+{
+    (void)w;
+    http_pending_t *p = arg;
+    if (status) {
+        http_pending_error(p, 503, "unavailable", "No live node is registered; try again shortly.");
+        return;
+    }
+    buf_t b = {0};
+    int rc = buf_append(&b, "{\"ws\":", 6) | json_esc_append(&b, ws, strlen(ws)) |
+             buf_appendf(&b, ",\"node\":\"%d\"}", node);
+    if (rc)
+        http_pending_error(p, 500, "internal", "Out of memory.");
+    else
+        http_pending_respond(p, 200, "application/json", "Cache-Control: no-store\r\n", b.data, b.len);
+    buf_free(&b);
+}
+
 static void rest__discover(http_req_t *r)
 {
+    if (chat_cluster_on()) {
+        /* The least-loaded live node of the registry. */
+        http_pending_t *p = http_defer(r);
+        if (p && chat_cluster_discover(r->c->w, rest__discovered, p))
+            http_pending_error(p, 503, "unavailable", "The cluster bus is down; try again shortly.");
+        return;
+    }
     /* One node: itself, at the address the client used. */
     const slice_t *host = http_header_get(r->req, "Host");
     char h[256];

@@ -18,6 +18,10 @@ typedef struct {
     int port;
     char *data_dir;
     char *db;                 /* "" (SQLite in data_dir) or postgresql://... */
+    char *redis;              /* "" (one node) or redis://...: cluster mode */
+    char *public_url;         /* this node's WebSocket URL for discovery */
+    int presence_ttl_ms;      /* cluster: a crashed node's users stay online this long */
+    int node_ttl_ms;          /* cluster: a crashed node stays discoverable this long */
     char *web_dir;
     int workers;
     int allow_guests;

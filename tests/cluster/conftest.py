@@ -1,0 +1,56 @@
+"""Cluster tests: several sori nodes sharing one PostgreSQL database and one
+Redis, all started by the harness on loopback ports. Run under both
+harnesses, which provide the servers:
+
+    scripts/pg-test.sh scripts/redis-test.sh /usr/bin/python3 -m pytest tests/cluster
+
+The node fixtures reuse tests/integration/conftest.py (Server, SLOW, the
+sanitizer checks)."""
+import itertools
+import os
+import sys
+
+import pytest
+
+import importlib.util  # noqa: E402
+
+_INTEGRATION = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integration")
+sys.path.insert(0, _INTEGRATION)  # chatclient.py
+# The integration harness, loaded under its own name (this file is "conftest"
+# here, and chatclient's `from conftest import SLOW` finds the re-export).
+_spec = importlib.util.spec_from_file_location("sori_harness", os.path.join(_INTEGRATION, "conftest.py"))
+_harness_mod = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_harness_mod)
+PG, SLOW, Server, _finish, pg_database = (_harness_mod.PG, _harness_mod.SLOW, _harness_mod.Server,
+                                          _harness_mod._finish, _harness_mod.pg_database)
+
+REDIS = os.environ.get("SORI_REDIS_URL")
+_node_ids = itertools.count(1)  # unique in the run: registry keys of earlier tests may linger until their TTL
+
+
+@pytest.fixture(autouse=True)
+def _harness():
+    """Without the servers these tests fail loudly rather than skip."""
+    assert PG and REDIS, "run under scripts/pg-test.sh scripts/redis-test.sh (see this file's docstring)"
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """cluster(n, *flags): n nodes (fresh ids) on one fresh database and the
+    harness's Redis; stopped (and checked) at the end."""
+    started = []
+
+    def make(n=2, *flags):
+        db = pg_database()
+        nodes = []
+        for i in range(1, n + 1):
+            d = tmp_path / ("node%d" % i)
+            d.mkdir()
+            s = Server(d, ["--redis", REDIS, "--node-id", str(next(_node_ids)), *flags], db=db)
+            started.append(s)
+            nodes.append(s.start())
+        return nodes
+
+    yield make
+    for s in started:
+        _finish(s)
