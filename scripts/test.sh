@@ -8,7 +8,9 @@
 #   4. the unit and integration tests under ThreadSanitizer (build/tsan)
 #   5. every libFuzzer target replaying its corpus (build/fuzz)
 # The browser tests (tests/e2e, Chromium via playwright-core) run after the
-# integration tests of the release and ASan builds.
+# integration tests of the release and ASan builds; the cluster tests
+# (tests/cluster: several nodes on a throw-away PostgreSQL and Redis) in
+# every build; test_bus runs under scripts/redis-test.sh.
 # Environment: SORI_TEST_QUICK=1 skips 3-4; PYTEST_ARGS passes flags to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +42,7 @@ unit() { # outdir label
   local pass=0 fail=0
   for t in "$1"/tests/test_*; do
     [ -x "$t" ] || continue
-    out=$("$t" 2>&1); rc=$?
+    case $t in */test_bus) out=$(scripts/redis-test.sh "$t" 2>&1) ;; *) out=$("$t" 2>&1) ;; esac; rc=$?
     p=$(grep -oE '\[  PASSED  \] [0-9]+' <<<"$out" | grep -oE '[0-9]+$' | tail -1)
     f=$(grep -oE '\[  FAILED  \] [0-9]+' <<<"$out" | grep -oE '[0-9]+$' | tail -1)
     p=${p:-0}; f=${f:-0}
@@ -68,12 +70,13 @@ store_pg() { # outdir label
   count "$2" "$p" "$f"
 }
 
-integration() { # binary label [runner...]
+integration() { # binary label [runner...]; SUITE= another test directory
   local bin=$1 label=$2
   shift 2
   note "integration: $label"
   local out rc p f e
-  out=$(SORI_BIN="$bin" timeout 1500 "$@" $PY -m pytest -q -p no:cacheprovider tests/integration ${PYTEST_ARGS:-} 2>&1); rc=$?
+  out=$(SORI_BIN="$bin" timeout 1500 "$@" $PY -m pytest -q -p no:cacheprovider "${SUITE:-tests/integration}" \
+        ${PYTEST_ARGS:-} 2>&1); rc=$?
   echo "$out" | tail -30
   p=$(grep -oE '[0-9]+ passed' <<<"$out" | tail -1 | grep -oE '^[0-9]+'); p=${p:-0}
   f=$(grep -oE '[0-9]+ failed' <<<"$out" | tail -1 | grep -oE '^[0-9]+'); f=${f:-0}
@@ -81,6 +84,10 @@ integration() { # binary label [runner...]
   f=$((f + e))
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
   count "$label" "$p" "$f"
+}
+
+cluster() { # binary label: several nodes on a throw-away PostgreSQL and Redis
+  SUITE=tests/cluster integration "$1" "$2" scripts/pg-test.sh scripts/redis-test.sh
 }
 
 e2e() { # binary label
@@ -119,6 +126,7 @@ if build release all unit; then
   note "store on postgresql (release)"; store_pg build "store on postgresql (release)"
   integration build/sori "integration (release)"
   integration build/sori "integration on postgresql (release)" scripts/pg-test.sh
+  cluster build/sori "cluster (release)"
   e2e build/sori "browser (release)"
 fi
 if [ "${SORI_TEST_QUICK:-0}" != 1 ]; then
@@ -127,12 +135,14 @@ if [ "${SORI_TEST_QUICK:-0}" != 1 ]; then
     ASAN_OPTIONS=detect_leaks=1 unit build/asan "unit (asan+ubsan)"
     ASAN_OPTIONS=detect_leaks=1 store_pg build/asan "store on postgresql (asan+ubsan)"
     integration build/asan/sori "integration (asan+ubsan)"
+    cluster build/asan/sori "cluster (asan+ubsan)"
     e2e build/asan/sori "browser (asan+ubsan)"
   fi
   if build tsan all unit; then
     note "unit (tsan)"
     unit build/tsan "unit (tsan)"
     integration build/tsan/sori "integration (tsan)"
+    cluster build/tsan/sori "cluster (tsan)"
   fi
 fi
 if build fuzz fuzz-bins; then fuzz_replay; fi

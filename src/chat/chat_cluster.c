@@ -4,15 +4,18 @@
  * node registry and discovery, and the bus's health.
  *
  * Owns the bus_t and nothing else. Presence: a user's first and last local
- * session tell the bus (chat_core.c calls chat__cluster_presence); notices
- * of other nodes update chat_user_t.remote_online and emit presence events
- * to local watchers only when the user's overall state (local sessions or
- * online elsewhere) changes; an "offline" notice is checked against every
- * live node (the user may still be online on a third) before it counts.
+ * session tell the bus (chat_core.c calls chat__cluster_presence); each
+ * user record keeps the set of other nodes the user is online on (from
+ * their "+user"/"-user" notices, and from a node's whole hash after its "*"
+ * notice or when our link comes up), and presence events go to local
+ * watchers only when the overall state (local sessions or any other node)
+ * changes. A presence command about users not online here asks Redis (any
+ * live node) for the reply only.
  * Bus callbacks run on the bus thread: they take user locks (leaves of the
  * lock order) and post to workers; they never block. Numbers: one
- * bus_presence_query per offline notice and per presence command that names
- * users not online here; the registry is rewritten every 5 s (TTL 15 s).
+ * bus_presence_query per presence command that names users not online
+ * here; one HKEYS per node after its "*" and per node when the link comes
+ * up; the registry is rewritten every TTL/3.
  */
 #include "bus/bus.h"
 #include "chat/chat_internal.h"
@@ -20,93 +23,122 @@
 #include "util/err.h"
 #include "util/log.h"
 
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static struct {
     bus_t *bus;
+    int ttl_ms;           /* presence TTL: the liveness check runs every ttl/3 */
+    uv_thread_t thread;   /* the liveness check */
+    uv_mutex_t lock;
+    uv_cond_t cond;
+    int stop, started;
 } chat__cl;
 
 int chat_cluster_on(void) { return chat__cl.bus != NULL; }
 int chat_cluster_up(void) { return chat__cl.bus && bus_up(chat__cl.bus); }
 
-static int chat__cl_online_locked(const chat_user_t *u)
+static struct {
+    int self;
+} chat__cl_id;
+
+/* The bus, for its own callbacks, which may run before bus_open returned. */
+static bus_t *chat__cl_bus(void)
 {
-    return u->nsessions > 0 || atomic_load(&u->remote_online);
+    uv_mutex_lock(&chat__cl.lock);
+    while (!chat__cl.bus && !chat__cl.stop) uv_cond_wait(&chat__cl.cond, &chat__cl.lock);
+    bus_t *b = chat__cl.bus;
+    uv_mutex_unlock(&chat__cl.lock);
+    return b;
 }
 
-/* Sets the user's remote state; emits an event if the overall state moved. */
-static void chat__cl_set_remote(chat_user_t *u, int remote)
+static int chat__cl_online_locked(const chat_user_t *u) { return u->nsessions > 0 || u->nrnodes > 0; }
+
+/* Marks user u online (on = 1) or not on node `node`; emits a presence
+ * event to local watchers when the user's overall state moves. */
+static void chat__cl_mark(chat_user_t *u, int node, int on)
 {
     int64_t now = chat__now_ms();
     uv_mutex_lock(&u->lock);
-    int was = chat__cl_online_locked(u);
-    atomic_store(&u->remote_online, (uint8_t)remote);
+    int was = chat__cl_online_locked(u), at = -1;
+    for (uint16_t i = 0; i < u->nrnodes && at < 0; i++)
+        if (u->rnodes[i] == node) at = i;
+    if (on && at < 0) {
+        if (u->nrnodes == u->caprnodes) {
+            uint16_t cap = u->caprnodes ? (uint16_t)(u->caprnodes * 2) : 2;
+            uint16_t *v = realloc(u->rnodes, cap * sizeof *v);
+            if (v) u->rnodes = v, u->caprnodes = cap;
+        }
+        if (u->nrnodes < u->caprnodes) u->rnodes[u->nrnodes++] = (uint16_t)node;
+    } else if (!on && at >= 0) {
+        u->rnodes[at] = u->rnodes[--u->nrnodes];
+    }
     int is = chat__cl_online_locked(u);
     if (was && !is) u->last_seen = now;
     uv_mutex_unlock(&u->lock);
     if (was != is) chat__presence_changed(u, is, is ? 0 : now);
 }
 
-typedef struct {
-    size_t n;
-    chat_user_t *users[];
-} chat_cl_query_t;
-
-static void chat__cl_query_done(void *arg, int status, const uint8_t *online)
-{
-    chat_cl_query_t *q = arg;
-    if (status == 0)
-        for (size_t i = 0; i < q->n; i++) chat__cl_set_remote(q->users[i], online[i]);
-    free(q);
-}
-
-/* Re-asks the bus whether users[0..n) are online anywhere (bus thread or any). */
-static void chat__cl_requery(chat_user_t **users, size_t n)
-{
-    if (!n) return;
-    chat_cl_query_t *q = malloc(sizeof *q + n * sizeof q->users[0]);
-    const char **names = malloc(n * sizeof *names);
-    if (!q || !names) {
-        free(q);
-        free(names);
-        return;
-    }
-    q->n = n;
-    for (size_t i = 0; i < n; i++) {
-        q->users[i] = users[i];
-        names[i] = users[i]->name;
-    }
-    if (bus_presence_query(chat__cl.bus, names, n, chat__cl_query_done, q)) free(q);
-    free(names);
-}
+/* ---- a node's whole set: after its "*" notice, and for every node when
+ * our link comes up (notices may have been missed) ---- */
 
 typedef struct {
-    chat_user_t **v;
-    uint32_t n, cap;
-} chat_cl_users_t;
+    int node;
+    map_t names; /* the users online there (values unused) */
+} chat_cl_sync_t;
 
-static void chat__cl_collect_remote(const char *k, size_t kl, void *v, void *arg)
+static void chat__cl_sync_user(const char *k, size_t kl, void *v, void *arg)
 {
-    (void)k, (void)kl;
-    chat_user_t *u = v;
-    chat_cl_users_t *list = arg;
-    if (atomic_load(&u->remote_online)) chat__arr_add((void ***)&list->v, &list->n, &list->cap, u);
+    chat_cl_sync_t *y = arg;
+    chat__cl_mark(v, y->node, map_get(&y->names, k, kl) != NULL);
 }
 
-static void chat__cl_presence_notice(const char *data, size_t len)
+static void chat__cl_node_set(void *arg, int status, const bus_reply_t *r)
+{
+    chat_cl_sync_t *y = arg;
+    if (status == 0 && r && r->type == BUS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i].type == BUS_REPLY_STRING && r->element[i].len <= CHAT_USER_MAX)
+                map_put(&y->names, r->element[i].str, r->element[i].len, (void *)1);
+        chat__users_foreach(chat__cl_sync_user, y);
+    }
+    map_free(&y->names);
+    free(y);
+}
+
+static void chat__cl_sync_node(int node)
+{
+    if (node == chat__cl_id.self) return;
+    chat_cl_sync_t *y = calloc(1, sizeof *y);
+    if (!y) return;
+    y->node = node;
+    char key[64];
+    snprintf(key, sizeof key, "sori:online:%d", node);
+    const char *argv[2] = {"HKEYS", key};
+    if (bus_command(chat__cl_bus(), 2, argv, NULL, chat__cl_node_set, y)) free(y);
+}
+
+static void chat__cl_nodes(void *arg, int status, const bus_reply_t *r)
+{
+    (void)arg;
+    if (status || !r || r->type != BUS_REPLY_ARRAY) return;
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i].type == BUS_REPLY_STRING) chat__cl_sync_node(atoi(r->element[i].str));
+}
+
+static void chat__cl_presence_notice(int origin, const char *data, size_t len)
 {
     int online;
     const char *name;
     size_t nl;
-    if (bus_presence_notice_parse(data, len, &online, &name, &nl) != 0) return;
+    if (origin < 0 || origin > UINT16_MAX || bus_presence_notice_parse(data, len, &online, &name, &nl) != 0)
+        return;
     if (online < 0) {
-        /* a node rewrote or dropped its whole set: re-ask about everyone we
-         * think is online elsewhere */
-        chat_cl_users_t list = {0};
-        chat__users_foreach(chat__cl_collect_remote, &list);
-        chat__cl_requery(list.v, list.n);
-        free(list.v);
+        chat__cl_sync_node(origin); /* it rewrote or dropped its whole set */
         return;
     }
     if (nl > CHAT_USER_MAX) return;
@@ -114,17 +146,21 @@ static void chat__cl_presence_notice(const char *data, size_t len)
     memcpy(user, name, nl);
     user[nl] = 0;
     chat_user_t *u = chat__user_get(user, 0);
-    if (!u) return; /* nobody here knows or watches them */
-    if (online)
-        chat__cl_set_remote(u, 1);
-    else
-        chat__cl_requery(&u, 1); /* offline there; maybe online on a third node */
+    if (u) chat__cl_mark(u, origin, online); /* else nobody here knows or watches them */
 }
 
 static void chat__cl_on_message(void *arg, int origin, const char *channel, const char *data, size_t len)
 {
-    (void)arg, (void)origin;
-    if (!strcmp(channel, BUS_PRESENCE_CHANNEL)) chat__cl_presence_notice(data, len);
+    (void)arg;
+    if (!strcmp(channel, BUS_PRESENCE_CHANNEL)) chat__cl_presence_notice(origin, data, len);
+}
+
+/* Every other node's whole set (HKEYS each): when our link comes up, and
+ * when a watcher asks about someone online where we do not know. */
+static void chat__cl_sync_all(void)
+{
+    const char *argv[2] = {"SMEMBERS", "sori:presence:nodes"};
+    bus_command(chat__cl_bus(), 2, argv, NULL, chat__cl_nodes, NULL);
 }
 
 static void chat__cl_on_state(void *arg, int up)
@@ -132,14 +168,60 @@ static void chat__cl_on_state(void *arg, int up)
     (void)arg;
     if (up) {
         LOG_INFO("cluster", "bus up");
-        /* notices may have been missed while down */
-        chat_cl_users_t list = {0};
-        chat__users_foreach(chat__cl_collect_remote, &list);
-        chat__cl_requery(list.v, list.n);
-        free(list.v);
+        chat__cl_sync_all();
     } else {
         LOG_WARN("cluster", "bus down: /healthz answers 503 until it is back");
     }
+}
+
+/* ---- nodes that die without a word ---- */
+
+/* A crashed node sends no "-user": its hash just expires. Every TTL/3 the
+ * nodes our users are marked online on are checked; one whose hash is gone
+ * is synced (to empty: its users go offline here). */
+static void chat__cl_collect_nodes(const char *k, size_t kl, void *v, void *arg)
+{
+    (void)k, (void)kl;
+    chat_user_t *u = v;
+    uint8_t *seen = arg; /* [UINT16_MAX + 1] */
+    uv_mutex_lock(&u->lock);
+    for (uint16_t i = 0; i < u->nrnodes; i++) seen[u->rnodes[i]] = 1;
+    uv_mutex_unlock(&u->lock);
+}
+
+static void chat__cl_exists(void *arg, int status, const bus_reply_t *r)
+{
+    int node = (int)(intptr_t)arg;
+    if (status == 0 && r && r->type == BUS_REPLY_INTEGER && r->integer == 0) chat__cl_sync_node(node);
+}
+
+static void chat__cl_check_nodes(void)
+{
+    uint8_t *seen = calloc(UINT16_MAX + 1, 1);
+    if (!seen) return;
+    chat__users_foreach(chat__cl_collect_nodes, seen);
+    for (int n = 0; n <= UINT16_MAX; n++) {
+        if (!seen[n]) continue;
+        char key[64];
+        snprintf(key, sizeof key, "sori:online:%d", n);
+        const char *argv[2] = {"EXISTS", key};
+        bus_command(chat__cl.bus, 2, argv, NULL, chat__cl_exists, (void *)(intptr_t)n);
+    }
+    free(seen);
+}
+
+static void chat__cl_main(void *arg)
+{
+    (void)arg;
+    uv_mutex_lock(&chat__cl.lock);
+    while (!chat__cl.stop) {
+        uv_cond_timedwait(&chat__cl.cond, &chat__cl.lock, (uint64_t)(chat__cl.ttl_ms / 3) * 1000000ull);
+        if (chat__cl.stop) break;
+        uv_mutex_unlock(&chat__cl.lock);
+        if (bus_up(chat__cl.bus)) chat__cl_check_nodes();
+        uv_mutex_lock(&chat__cl.lock);
+    }
+    uv_mutex_unlock(&chat__cl.lock);
 }
 
 static double chat__cl_load(void) { return (double)net_connections(); }
@@ -154,8 +236,38 @@ int chat_cluster_start(const char *redis_url, int node_id, int presence_ttl_ms, 
         .node_ttl_ms = node_ttl_ms,
         .node_refresh_ms = node_ttl_ms / 3,
     };
-    chat__cl.bus = bus_open_opts(redis_url, node_id, &h, &o, err, errlen);
-    return chat__cl.bus ? 0 : SORI_EINVAL;
+    chat__cl_id.self = node_id;
+    chat__cl.ttl_ms = presence_ttl_ms;
+    chat__cl.stop = 0;
+    uv_mutex_init(&chat__cl.lock);
+    uv_cond_init(&chat__cl.cond);
+    /* the bus thread may call back before bus_open returns: its callbacks
+     * wait for the pointer (chat__cl_bus) */
+    bus_t *b = bus_open_opts(redis_url, node_id, &h, &o, err, errlen);
+    uv_mutex_lock(&chat__cl.lock);
+    chat__cl.bus = b;
+    chat__cl.stop = !b;
+    uv_cond_broadcast(&chat__cl.cond);
+    uv_mutex_unlock(&chat__cl.lock);
+    if (!b) {
+        uv_cond_destroy(&chat__cl.cond);
+        uv_mutex_destroy(&chat__cl.lock);
+        return SORI_EINVAL;
+    }
+    /* signals are the main loop's: the check thread blocks them */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = uv_thread_create(&chat__cl.thread, chat__cl_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the cluster thread");
+        bus_close(chat__cl.bus);
+        chat__cl.bus = NULL;
+        return SORI_EIO;
+    }
+    chat__cl.started = 1;
+    return 0;
 }
 
 int chat_cluster_register(const char *ws_url)
@@ -165,6 +277,16 @@ int chat_cluster_register(const char *ws_url)
 
 void chat_cluster_stop(void)
 {
+    if (chat__cl.started) {
+        uv_mutex_lock(&chat__cl.lock);
+        chat__cl.stop = 1;
+        uv_cond_signal(&chat__cl.cond);
+        uv_mutex_unlock(&chat__cl.lock);
+        uv_thread_join(&chat__cl.thread);
+        uv_cond_destroy(&chat__cl.cond);
+        uv_mutex_destroy(&chat__cl.lock);
+        chat__cl.started = 0;
+    }
     bus_close(chat__cl.bus);
     chat__cl.bus = NULL;
 }
@@ -204,14 +326,17 @@ static void chat__cl_presence_reply(net_worker_t *w, void *arg)
     (void)w;
     chat_cl_presence_t *p = arg;
     json_t *list = json_object_get(p->reply, "users");
+    int untracked = 0;
     for (size_t i = 0; i < p->n && p->status == 0; i++) {
-        if (p->users[i]) {
-            uv_mutex_lock(&p->users[i]->lock);
-            int local = p->users[i]->nsessions > 0;
-            uv_mutex_unlock(&p->users[i]->lock);
-            if (!local) chat__cl_set_remote(p->users[i], p->online[i]);
-        }
         if (!p->online[i]) continue;
+        if (p->users[i]) {
+            /* online elsewhere but not in our sets (we were not watching
+             * when they came online): learn where, so their going offline
+             * reaches the new watcher */
+            uv_mutex_lock(&p->users[i]->lock);
+            untracked |= !chat__cl_online_locked(p->users[i]);
+            uv_mutex_unlock(&p->users[i]->lock);
+        }
         json_t *o = json_array_get(list, p->index[i]);
         json_object_set_new(o, "online", json_true());
         json_object_set_new(o, "last_seen", json_null());
@@ -220,6 +345,7 @@ static void chat__cl_presence_reply(net_worker_t *w, void *arg)
         chat__reply(p->s, p->ref, p->reply);
         p->reply = NULL;
     }
+    if (untracked) chat__cl_sync_all();
     chat__cl_presence_free(p);
 }
 

@@ -1039,7 +1039,7 @@ chat_session_t *chat_session_open(const char *user, int worker, int flags, const
 
     uv_mutex_lock(&u->lock);
     int first = u->nsessions == 0;
-    int elsewhere = atomic_load(&u->remote_online); /* online on another node: no event */
+    int elsewhere = u->nrnodes > 0; /* online on another node: no event */
     int is_new = u->last_seen == 0 && first;
     if (chat__arr_add((void ***)&u->sessions, &u->nsessions, &u->capsessions, s)) {
         uv_mutex_unlock(&u->lock);
@@ -1092,7 +1092,7 @@ void chat_session_close(chat_session_t *s)
         uv_mutex_lock(&u->lock);
         chat__arr_del((void **)u->sessions, &u->nsessions, s);
         int last = u->nsessions == 0;
-        int elsewhere = atomic_load(&u->remote_online);
+        int elsewhere = u->nrnodes > 0;
         if (last) u->last_seen = now;
         uv_mutex_unlock(&u->lock);
         if (last) {
@@ -1376,6 +1376,7 @@ static void chat__free_user(const char *k, size_t kl, void *v, void *arg)
     map_free(&u->rooms);
     free(u->sessions);
     free(u->watchers);
+    free(u->rnodes);
     free(u->pw_hash);
     uv_mutex_destroy(&u->lock);
     free(u);

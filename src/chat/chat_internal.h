@@ -93,7 +93,8 @@ struct chat_user {
     int64_t last_seen;
     int64_t created_at;
     _Atomic uint8_t known; /* has connected or is stored; else only watched by presence (set once, any thread) */
-    _Atomic uint8_t remote_online; /* cluster: online on another node (chat_cluster.c keeps it) */
+    uint16_t *rnodes; /* cluster: the other nodes this user is online on (u->lock; chat_cluster.c) */
+    uint16_t nrnodes, caprnodes;
     map_t rooms; /* room id -> chat_room_t* we are a member of */
     map_t idem;  /* cid -> chat_idem_t*, 24 h; swept every 1024 inserts */
     char *pw_hash; /* an account's argon2id string, or NULL */

@@ -115,6 +115,7 @@ def test_no_command_and_unknown_command_exit_2():
     (["--bogus=1"], "--bogus"),
     (["stray"], "stray"),
     (["--db", "mysql://x"], "--db"),
+    (["--redis", "redis://127.0.0.1:1"], "--redis"),
     (["--stomp-heartbeat-ms", "10"], "--stomp-heartbeat-ms"),
 ])
 def test_bad_flag_exit_2_one_line(tmp_path, args, names):
