@@ -31,6 +31,13 @@ typedef struct {
     size_t text_len;
     const char *cid;     /* NULL if none */
     const char *meta;    /* JSON object text (attachments, mentions) or NULL */
+    /* Writes only (STORE_OP_MESSAGE): non-NULL asks the store to assign seq
+     * itself, as the room row's seq + 1 in the same transaction (the row is
+     * locked until the commit, so concurrent writers of one room, e.g. the
+     * nodes of a cluster, get gapless seqs in commit order); `seq` is then
+     * ignored, the room row must exist (else the batch fails), and the seq
+     * is written here, valid once apply returned 0. */
+    int64_t *seq_out;
 } store_msg_t;
 
 typedef struct {

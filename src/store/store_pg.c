@@ -106,6 +106,7 @@ enum {
     PQ_MEMBER_DEL,
     PQ_READ,
     PQ_MSG,
+    PQ_MSG_ASSIGN,
     PQ_MSG_SEQ,
     PQ_ACCOUNT,
     PQ_UPLOAD,
@@ -147,6 +148,11 @@ static const char *const pg__sql[PQ__COUNT] = {
     [PQ_MEMBER_DEL] = "DELETE FROM members WHERE room = $1 AND user_name = $2",
     [PQ_READ] = "UPDATE members SET last_read = GREATEST(last_read, $3::bigint) WHERE room = $1 AND user_name = $2",
     [PQ_MSG] = "INSERT INTO messages(" PG__MSG_COLS ") VALUES($1, $2, $3, $4, $5, $6, $7, $8)",
+    /* the store assigns seq: the room row's next, locked until the commit */
+    [PQ_MSG_ASSIGN] = "WITH s AS (UPDATE rooms SET seq = seq + 1 WHERE id = $1::text RETURNING seq)"
+                      " INSERT INTO messages(" PG__MSG_COLS ")"
+                      " SELECT $1::text, s.seq, $2::bigint, $3::text, $4::text, $5::bigint, $6::text, $7::text FROM s"
+                      " RETURNING seq",
     /* rooms.seq = max(rooms.seq, $2), once per room and batch (pg__seq_*);
      * a room without a row updates nothing (a caller bug, not a failure). */
     [PQ_MSG_SEQ] = "UPDATE rooms SET seq = $2 WHERE id = $1 AND seq < $2",
@@ -929,18 +935,23 @@ static int pg__send_op(store_backend_t *b, const store_op_t *op)
         break;
     case STORE_OP_MESSAGE: {
         const store_msg_t *m = &op->u.msg;
-        st = PQ_MSG;
+        st = m->seq_out ? PQ_MSG_ASSIGN : PQ_MSG;
+        /* an assigned seq follows the room's explicit ones of this batch:
+         * their pending rooms.seq update goes first */
+        struct pg__seq *e = m->seq_out && m->room ? pg__seq_slot(b, m->room) : NULL;
+        int pre = e && e->room && e->live;
+        if (pre && (rc = pg__seq_send(b, e))) return rc;
         pg__p_str(&p, m->room);
-        pg__p_i64(&p, m->seq);
+        if (!m->seq_out) pg__p_i64(&p, m->seq);
         pg__p_i64(&p, (int64_t)m->id); /* the bit pattern */
         pg__p_str(&p, m->from);
         if ((rc = pg__p_text(&p, m->text, m->text_len))) return rc;
         pg__p_i64(&p, m->ts);
         pg__p_str(&p, m->cid);
         pg__p_str(&p, m->meta);
-        if ((rc = pg__send(b, PQ_MSG, &p))) return rc;
-        pg__seq_note(b, m->room, m->seq);
-        return 1;
+        if ((rc = pg__send(b, st, &p))) return rc;
+        if (!m->seq_out) pg__seq_note(b, m->room, m->seq); /* an assigned one is in rooms.seq already */
+        return 1 + pre;
     }
     case STORE_OP_ACCOUNT:
         st = PQ_ACCOUNT;
@@ -1074,8 +1085,19 @@ static int pg__apply(store_backend_t *b, const store_op_t *ops, size_t n)
             if (st != PGRES_PIPELINE_SYNC) goto lost;
             break;
         }
+        const store_op_t *op = got >= 2 && got < sent && b->at[got] < n ? &ops[b->at[got]] : NULL;
         if (st == PGRES_TUPLES_OK && got == 1 && PQntuples(r) == 1) {
             snprintf(xid, sizeof xid, "%s", PQgetvalue(r, 0, 0));
+        } else if (st == PGRES_TUPLES_OK && op && op->kind == STORE_OP_MESSAGE && op->u.msg.seq_out) {
+            /* the seq the store assigned; no row: the room has no row */
+            if (PQntuples(r) == 1) {
+                *op->u.msg.seq_out = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+            } else if (!err) {
+                err = SORI_EINVAL;
+                failed_at = b->at[got];
+                snprintf(b->errmsg, sizeof b->errmsg, "a message for room %s, which has no row, asks for a seq",
+                         op->u.msg.room);
+            }
         } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_PIPELINE_ABORTED && !err) {
             err = pg__code(r);
             failed_at = got < b->at_cap ? b->at[got] : 0;

@@ -58,6 +58,7 @@ enum {
     SQ_READ,
     SQ_MSG,
     SQ_MSG_SEQ,
+    SQ_MSG_ASSIGN,
     SQ_RANGE_ASC,
     SQ_RANGE_DESC,
     SQ_LOAD_USERS,
@@ -93,6 +94,7 @@ static const char *const sqlite__sql[SQ__COUNT] = {
     [SQ_MSG] = "INSERT INTO messages(" SQLITE__MSG_COLS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     /* A message for a room without a row updates nothing: a caller bug, not a crash. */
     [SQ_MSG_SEQ] = "UPDATE rooms SET seq = max(seq, ?2) WHERE id = ?1",
+    [SQ_MSG_ASSIGN] = "UPDATE rooms SET seq = seq + 1 WHERE id = ?1 RETURNING seq",
     /* ?2/?3: exclusive bounds, ?4: limit. Both walk the (room, seq) key. */
     [SQ_RANGE_ASC] = "SELECT " SQLITE__MSG_COLS " FROM messages"
                      " WHERE room = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4",
@@ -464,9 +466,30 @@ static int sqlite__op(store_backend_t *b, const store_op_t *op)
         break;
     case STORE_OP_MESSAGE: {
         const store_msg_t *m = &op->u.msg;
+        int64_t seq = m->seq;
+        if (m->seq_out) {
+            /* the store assigns: the room row's next seq */
+            st = b->st[SQ_MSG_ASSIGN];
+            sqlite__bind_str(st, 1, m->room, &rc);
+            if (rc != SQLITE_OK) break;
+            rc = sqlite3_step(st);
+            if (rc == SQLITE_ROW) {
+                seq = sqlite3_column_int64(st, 0);
+                rc = sqlite3_step(st);
+            } else if (rc == SQLITE_DONE) {
+                rc = SQLITE_CONSTRAINT;
+                snprintf(b->errmsg, sizeof b->errmsg, "a message for room %s, which has no row, asks for a seq",
+                         m->room);
+            }
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            if (rc != SQLITE_DONE) return rc == SQLITE_OK ? SQLITE_ERROR : rc;
+            rc = SQLITE_OK;
+            *m->seq_out = seq;
+        }
         st = b->st[SQ_MSG];
         sqlite__bind_str(st, 1, m->room, &rc);
-        sqlite__bind_i64(st, 2, m->seq, &rc);
+        sqlite__bind_i64(st, 2, seq, &rc);
         sqlite__bind_i64(st, 3, (int64_t)m->id, &rc);
         sqlite__bind_str(st, 4, m->from, &rc);
         sqlite__bind_text(st, 5, m->text, m->text_len, &rc);
@@ -482,6 +505,7 @@ static int sqlite__op(store_backend_t *b, const store_op_t *op)
         if (rc != SQLITE_OK) break;
         rc = sqlite__run(b, st);
         if (rc != SQLITE_OK) return rc;
+        if (m->seq_out) return SQLITE_OK; /* rooms.seq is already it */
         st = b->st[SQ_MSG_SEQ];
         sqlite__bind_str(st, 1, m->room, &rc);
         sqlite__bind_i64(st, 2, m->seq, &rc);

@@ -618,6 +618,69 @@ static void test_failing_op_rolls_back_batch(void **state)
     T->close(b);
 }
 
+/* seq_out: the store assigns each message the room row's next seq, in the
+ * transaction; explicit seqs and assigned ones mix; a batch that fails
+ * gives its seqs back; a room without a row fails the batch. */
+static void test_store_assigned_seq(void **state)
+{
+    tctx_t *t = *state;
+    store_backend_t *b = bopen(t, 1);
+    const char *u = nm(t, "u"), *ra = nm(t, "ra"), *rb = nm(t, "rb"), *ghost = nm(t, "ghost");
+    store_op_t rooms[2] = {op_room(ra, "public", "", 1), op_room(rb, "public", "", 1)};
+    assert_int_equal(T->apply(b, rooms, 2), 0);
+    /* one batch: a, b, a, a (assigned) */
+    int64_t got[6] = {0};
+    const char *which[6] = {ra, rb, ra, ra, rb, ra};
+    store_op_t ops[6];
+    for (int i = 0; i < 4; i++) {
+        ops[i] = op_msg(which[i], 0, u, "assigned", 10 + i, NULL, NULL);
+        ops[i].u.msg.id = msg_id(which[i], 100 + i);
+        ops[i].u.msg.seq_out = &got[i];
+    }
+    assert_int_equal(T->apply(b, ops, 4), 0);
+    assert_int_equal(got[0], 1);
+    assert_int_equal(got[1], 1);
+    assert_int_equal(got[2], 2);
+    assert_int_equal(got[3], 3);
+    /* an explicit seq 10 in room a, then an assigned one: 11 */
+    ops[0] = op_msg(ra, 10, u, "explicit", 20, NULL, NULL);
+    ops[1] = op_msg(ra, 0, u, "after", 21, NULL, NULL);
+    ops[1].u.msg.id = msg_id(ra, 111);
+    ops[1].u.msg.seq_out = &got[4];
+    assert_int_equal(T->apply(b, ops, 2), 0);
+    assert_int_equal(got[4], 11);
+    /* a failing batch (a duplicate id) gives its seq back */
+    ops[0] = op_msg(rb, 0, u, "rolled back", 30, NULL, NULL);
+    ops[0].u.msg.id = msg_id(rb, 200);
+    ops[0].u.msg.seq_out = &got[5];
+    ops[1] = op_msg(rb, 77, u, "dup id", 31, NULL, NULL);
+    ops[1].u.msg.id = msg_id(ra, 100); /* already stored */
+    assert_true(T->apply(b, ops, 2) < 0);
+    ops[1] = op_msg(rb, 0, u, "kept", 32, NULL, NULL);
+    ops[1].u.msg.id = msg_id(rb, 201);
+    ops[1].u.msg.seq_out = &got[5];
+    assert_int_equal(T->apply(b, &ops[1], 1), 0);
+    assert_int_equal(got[5], 2);
+    /* what is stored: room a 1, 2, 3, 10, 11; room b 1, 2 */
+    range_rec_t *rr = calloc(1, sizeof *rr);
+    store_range_t q = {ra, 0, 0, 10, 0};
+    assert_int_equal(T->range(b, &q, range_cb, rr), 5);
+    int64_t want_a[5] = {1, 2, 3, 10, 11};
+    for (int i = 0; i < 5; i++) assert_int_equal(rr->m[i].seq, want_a[i]);
+    memset(rr, 0, sizeof *rr);
+    store_range_t qb = {rb, 0, 0, 10, 0};
+    assert_int_equal(T->range(b, &qb, range_cb, rr), 2);
+    assert_string_equal(rr->m[1].text, "kept");
+    assert_int_equal(rr->m[1].seq, 2);
+    free(rr);
+    /* a room without a row: the batch fails, nothing of it is stored */
+    int64_t g = 0;
+    ops[0] = op_msg(ghost, 0, u, "nowhere", 40, NULL, NULL);
+    ops[0].u.msg.seq_out = &g;
+    assert_true(T->apply(b, ops, 1) < 0);
+    T->close(b);
+}
+
 static void test_message_without_room(void **state)
 {
     tctx_t *t = *state;
@@ -2021,6 +2084,7 @@ int main(void)
         T_(test_read_and_member_rules),
         T_(test_failing_op_rolls_back_batch),
         T_(test_message_without_room),
+        T_(test_store_assigned_seq),
         T_(test_message_fields),
         T_(test_range_every_combination),
         T_(test_recent_many_rooms),
