@@ -3,19 +3,25 @@
  * "Cluster mode"): the bus (src/bus, Redis) for presence across nodes, the
  * node registry and discovery, and the bus's health.
  *
- * Owns the bus_t and nothing else. Presence: a user's first and last local
+ * Owns the bus_t and one small thread that, every presence TTL/3, checks
+ * that the nodes our users are marked online on still have their presence
+ * hash (a crashed node sends nothing; its hash expires). The bus pointer is
+ * published under a lock because the bus thread may call back before
+ * bus_open returns. Presence: a user's first and last local
  * session tell the bus (chat_core.c calls chat__cluster_presence); each
  * user record keeps the set of other nodes the user is online on (from
  * their "+user"/"-user" notices, and from a node's whole hash after its "*"
  * notice or when our link comes up), and presence events go to local
  * watchers only when the overall state (local sessions or any other node)
  * changes. A presence command about users not online here asks Redis (any
- * live node) for the reply only.
+ * live node) for the reply, and resyncs every node's set if that user was
+ * not in ours (a late watcher then hears them go offline).
  * Bus callbacks run on the bus thread: they take user locks (leaves of the
  * lock order) and post to workers; they never block. Numbers: one
  * bus_presence_query per presence command that names users not online
- * here; one HKEYS per node after its "*" and per node when the link comes
- * up; the registry is rewritten every TTL/3.
+ * here; one HKEYS per node after its "*", per node when the link comes up
+ * and per node whose hash vanished; one EXISTS per such node every TTL/3;
+ * the registry is rewritten every TTL/3.
  */
 #include "bus/bus.h"
 #include "chat/chat_internal.h"
