@@ -234,7 +234,7 @@ function png() {
                         chunk('IDAT', zlib.deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
 }
 
-test('an image sent by button shows inline on the other side', async () => {
+test('images sent by button, drop and paste show inline on the other side', async () => {
   const [a, b, room] = await pair('ann', 'ben', 'pics');
   await a.locator('#text').fill('a red square');
   await a.locator('#file').setInputFiles({ name: 'square.png', mimeType: 'image/png', buffer: png() });
@@ -242,6 +242,23 @@ test('an image sent by button shows inline on the other side', async () => {
   const img = b.locator('#messages li.msg img.image').last();
   await img.waitFor({ timeout: T });
   await b.waitForFunction((el) => el.complete && el.naturalWidth === 2, await img.elementHandle(), { timeout: T });
+  // dropped on the message view, and pasted into the composer
+  const b64 = png().toString('base64');
+  await a.evaluate((data) => {
+    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], 'dropped.png', { type: 'image/png' }));
+    document.getElementById('drop-zone').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, b64);
+  await waitTexts(b, ['dropped.png']);
+  await a.evaluate((data) => {
+    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], 'pasted.png', { type: 'image/png' }));
+    document.getElementById('text').dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }));
+  }, b64);
+  await waitTexts(b, ['dropped.png', 'pasted.png']);
+  assert.equal(await b.locator('#messages li.msg img.image').count(), 3);
   await closeAll(a, b);
 });
 
