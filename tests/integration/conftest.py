@@ -156,6 +156,19 @@ def _finish(server):
             pytest.fail("sanitizer report in sori's stderr:\n" + report[-8000:])
 
 
+def _finish_all(servers):
+    """_finish for every server, also when one of them fails: no server
+    started by a test outlives it; the first failure is raised at the end."""
+    first = None
+    for s in servers:
+        try:
+            _finish(s)
+        except BaseException as e:  # noqa: B902 - re-raised below
+            first = first or e
+    if first:
+        raise first
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One guest-mode server shared by a test module."""
@@ -176,5 +189,4 @@ def make_server(tmp_path):
         return s.start()
 
     yield make
-    for s in started:
-        _finish(s)
+    _finish_all(started)

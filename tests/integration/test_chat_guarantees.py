@@ -5,12 +5,11 @@ durability across kill -9 and SIGTERM restarts in sync and async mode.
 Every wait is bounded; waits scale with conftest.SLOW."""
 import asyncio
 import pathlib
-import time
 
 import pytest
 
 from chatclient import QUIET, T, connect, run, uniq
-from conftest import SLOW, Server, _finish
+from conftest import SLOW, Server, _finish_all
 from wsraw import OP_CLOSE, OP_TEXT, Closed, RawWS, parse_close
 
 FAST = ("--rate", "1000000", "--burst", "1000000")  # no rate limiting in load tests
@@ -68,8 +67,7 @@ def restart():
         started.append(s)
         return s.start()
     yield do
-    for s in started:
-        _finish(s)
+    _finish_all(started)
 
 
 # ---------------------------------------------------------------- §5.1 order, §5.2 no loss
