@@ -590,7 +590,16 @@ async def _private_room(server, n_members=0, n_admins=0):
         else:
             members.append(c)
         await c.ok({"type": "join", "room": room}, "joined")
-    for c in [o] + admins + members:
+    # Events of one room reach a connection in order: once everyone has the
+    # last invitation (the owner and earlier joiners through the room, the
+    # invitee directly), every setup event has arrived, and draining leaves
+    # none to arrive late in the test itself.
+    everyone = [o] + admins + members
+    if len(everyone) > 1:
+        last = everyone[-1]
+        for c in everyone:
+            await c.next_event("member", pred=lambda f: f["user"] == last.user and f["event"] == "invited")
+    for c in everyone:
         c.drain()
     return room, o, admins, members
 
