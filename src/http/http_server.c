@@ -161,16 +161,23 @@ void http_respond_json(http_req_t *r, int status, const char *json, size_t len)
     http_respond(r, status, "application/json", NULL, json, len);
 }
 
-void http_respond_error(http_req_t *r, int status, const char *code, const char *message)
+/* {"error": code, "message": message} (malloc'd; "{}" if out of memory). */
+static char *http__error_body(const char *code, const char *message)
 {
     json_t *o = json_pack("{s:s, s:s}", "error", code, "message", message);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s ? s : strdup("{}");
+}
+
+void http_respond_error(http_req_t *r, int status, const char *code, const char *message)
+{
+    char *s = http__error_body(code, message);
     if (status >= 400 && status != 401 && status != 403 && status != 404 && status != 405 &&
         status != 409 && status != 429)
         r->keep_alive = 0; /* framing errors: the stream cannot be trusted */
     http_respond_json(r, status, s ? s : "{}", s ? strlen(s) : 2);
     free(s);
-    json_decref(o);
 }
 
 /* A bare error for a request we could not parse (no http_request_t). */
@@ -253,11 +260,9 @@ void http_pending_json(http_pending_t *p, int status, const char *json, size_t l
 
 void http_pending_error(http_pending_t *p, int status, const char *code, const char *message)
 {
-    json_t *o = json_pack("{s:s, s:s}", "error", code, "message", message);
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *s = http__error_body(code, message);
     http_pending_json(p, status, s ? s : "{}", s ? strlen(s) : 2);
     free(s);
-    json_decref(o);
 }
 
 /* ---- routing ---- */

@@ -143,8 +143,8 @@ enum { REF_SEND = 's', REF_JOIN = 'j', REF_LEAVE = 'l' };
 
 static json_t *stomp__ref(stomp_session_t *ss, char kind, const slice_t *receipt)
 {
-    char buf[256];
-    size_t n = receipt ? (receipt->len < sizeof buf - 2 ? receipt->len : sizeof buf - 2) : 0;
+    char buf[258]; /* kind + a receipt id of at most 255 bytes (stomp__frame checked) + NUL */
+    size_t n = receipt ? receipt->len : 0;
     buf[0] = kind;
     if (n) memcpy(buf + 1, receipt->p, n);
     buf[n + 1] = 0;
@@ -664,6 +664,11 @@ static void stomp__frame(stomp_session_t *ss, stomp_frame_t *f)
     const slice_t *receipt = stomp_header_get(f, "receipt");
     char rbuf[256];
     const char *rcpt = receipt && stomp__copy(receipt, rbuf, sizeof rbuf) == 0 ? rbuf : NULL;
+    if (receipt && !rcpt) {
+        /* a receipt we could not echo whole would never come: say so */
+        stomp__fatal(ss, "bad_request", "A receipt id is at most 255 bytes.", NULL, 1002);
+        return;
+    }
     if (!ss->connected) {
         if (f->command == STOMP_CONNECT || f->command == STOMP_STOMP)
             stomp__connect(ss, f);

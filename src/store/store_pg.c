@@ -891,6 +891,17 @@ static int pg__seq_flush(store_backend_t *b)
     return (int)n;
 }
 
+/* Sends room's pending rooms.seq update now, when it has one: before a
+ * statement that must see it (the room's row inserted, a seq assigned from
+ * it). Returns how many statements it queued (0 or 1), or < 0. */
+static int pg__seq_send_pending(store_backend_t *b, const char *room)
+{
+    struct pg__seq *e = room ? pg__seq_slot(b, room) : NULL;
+    if (!(e && e->room && e->live)) return 0;
+    int rc = pg__seq_send(b, e);
+    return rc ? rc : 1;
+}
+
 /* Queues the statements of one op; returns how many (0 to 2) or < 0. */
 static int pg__send_op(store_backend_t *b, const store_op_t *op)
 {
@@ -904,9 +915,8 @@ static int pg__send_op(store_backend_t *b, const store_op_t *op)
         pg__p_i64(&p, op->u.user.last_seen);
         break;
     case STORE_OP_ROOM: {
-        struct pg__seq *e = op->u.room.id ? pg__seq_slot(b, op->u.room.id) : NULL;
-        int pre = e && e->room && e->live;
-        if (pre && (rc = pg__seq_send(b, e))) return rc;
+        int pre = pg__seq_send_pending(b, op->u.room.id);
+        if (pre < 0) return pre;
         pg__p_str(&p, op->u.room.id);
         pg__p_str(&p, op->u.room.kind);
         pg__p_str(&p, op->u.room.title ? op->u.room.title : "");
@@ -938,9 +948,8 @@ static int pg__send_op(store_backend_t *b, const store_op_t *op)
         st = m->seq_out ? PQ_MSG_ASSIGN : PQ_MSG;
         /* an assigned seq follows the room's explicit ones of this batch:
          * their pending rooms.seq update goes first */
-        struct pg__seq *e = m->seq_out && m->room ? pg__seq_slot(b, m->room) : NULL;
-        int pre = e && e->room && e->live;
-        if (pre && (rc = pg__seq_send(b, e))) return rc;
+        int pre = m->seq_out ? pg__seq_send_pending(b, m->room) : 0;
+        if (pre < 0) return pre;
         pg__p_str(&p, m->room);
         if (!m->seq_out) pg__p_i64(&p, m->seq);
         pg__p_i64(&p, (int64_t)m->id); /* the bit pattern */

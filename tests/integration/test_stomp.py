@@ -387,6 +387,7 @@ def test_header_escapes_per_version(server):
     ("SUBSCRIBE\ndestination:/topic/room.a\n\n\0", "bad_request"),    # 1.2 SUBSCRIBE needs id
     ("ACK\n\n\0", "bad_request"),                                     # ACK needs id
     ("SUBSCRIBE\nid:1\ndestination:/topic/room.a\nack:sometimes\n\n\0", "bad_request"),
+    ("SEND\ndestination:/app/room.a\nreceipt:" + "r" * 300 + "\n\nx\0", "bad_request"),  # receipt id too long
 ])
 def test_bad_frames_error_then_close(server, bad, code):
     async def go():
