@@ -36,8 +36,15 @@ typedef struct {
      * locked until the commit, so concurrent writers of one room, e.g. the
      * nodes of a cluster, get gapless seqs in commit order); `seq` is then
      * ignored, the room row must exist (else the batch fails), and the seq
-     * is written here, valid once apply returned 0. */
+     * is written here, valid once apply returned 0.
+     * With a cid, an assigned-seq write is also idempotent across writers:
+     * if the room holds a message of the same sender and cid whose ts is
+     * at most 24 h before this one's, nothing is inserted (and no seq is
+     * taken) and the outs report that message (serialized per sender and
+     * cid, so two writers of one pair cannot both insert). */
     int64_t *seq_out;
+    uint64_t *id_out; /* optional, with seq_out: the id written or found */
+    int64_t *ts_out;  /* optional, with seq_out: its ts */
 } store_msg_t;
 
 typedef struct {
@@ -74,11 +81,15 @@ typedef struct {
     const char *room;
 } store_upload_t;
 
-/* A mention of user in room's message seq (unread ones are loaded). */
+/* A mention of user in room's message seq (unread ones are loaded). A
+ * write with seq 0 names the message by msg_id instead (its seq assigned
+ * earlier in the same batch): nothing is written when no message of the
+ * room has that id (an idempotent resend that inserted nothing). */
 typedef struct {
     const char *room;
     const char *user;
     int64_t seq;
+    uint64_t msg_id;
 } store_mention_t;
 
 enum store_op_kind {

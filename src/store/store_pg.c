@@ -113,6 +113,9 @@ enum {
     PQ_UPLOAD_OWNER,
     PQ_UPLOAD_ROOM,
     PQ_MENTION,
+    PQ_MENTION_BY_ID,
+    PQ_MSG_LOCK,
+    PQ_MSG_ASSIGN_CID,
     PQ_XID,
     PQ_XID_STATUS,
     PQ_RANGE_ASC,
@@ -152,7 +155,22 @@ static const char *const pg__sql[PQ__COUNT] = {
     [PQ_MSG_ASSIGN] = "WITH s AS (UPDATE rooms SET seq = seq + 1 WHERE id = $1::text RETURNING seq)"
                       " INSERT INTO messages(" PG__MSG_COLS ")"
                       " SELECT $1::text, s.seq, $2::bigint, $3::text, $4::text, $5::bigint, $6::text, $7::text FROM s"
-                      " RETURNING seq",
+                      " RETURNING seq, id, ts",
+    /* With a cid: PQ_MSG_LOCK first serializes the writers of one (room,
+     * sender, cid) until their commit, so this statement's snapshot sees
+     * the other's row; an earlier message of the pair (24 h) is reported
+     * and nothing is inserted or assigned. Both return (seq, id, ts): the
+     * only message statements with three columns. */
+    [PQ_MSG_LOCK] = "SELECT FROM pg_advisory_xact_lock(hashtextextended($1::text || chr(1) || $2::text || chr(1)"
+                    " || $3::text, 0))",
+    [PQ_MSG_ASSIGN_CID] =
+        "WITH p AS (SELECT seq, id, ts FROM messages WHERE sender = $3::text AND cid = $6::text AND room = $1::text"
+        "           AND ts >= $5::bigint - 86400000 ORDER BY ts LIMIT 1),"
+        " s AS (UPDATE rooms SET seq = seq + 1 WHERE id = $1::text AND NOT EXISTS (SELECT 1 FROM p) RETURNING seq),"
+        " i AS (INSERT INTO messages(" PG__MSG_COLS ")"
+        "       SELECT $1::text, s.seq, $2::bigint, $3::text, $4::text, $5::bigint, $6::text, $7::text FROM s"
+        "       RETURNING seq, id, ts)"
+        " SELECT seq, id, ts FROM i UNION ALL SELECT seq, id, ts FROM p",
     /* rooms.seq = max(rooms.seq, $2), once per room and batch (pg__seq_*);
      * a room without a row updates nothing (a caller bug, not a failure). */
     [PQ_MSG_SEQ] = "UPDATE rooms SET seq = $2 WHERE id = $1 AND seq < $2",
@@ -162,6 +180,8 @@ static const char *const pg__sql[PQ__COUNT] = {
     [PQ_UPLOAD_OWNER] = "INSERT INTO upload_links(id, kind, name) VALUES($1, 'u', $2) ON CONFLICT DO NOTHING",
     [PQ_UPLOAD_ROOM] = "INSERT INTO upload_links(id, kind, name) VALUES($1, 'r', $2) ON CONFLICT DO NOTHING",
     [PQ_MENTION] = "INSERT INTO mentions(room, user_name, seq) VALUES($1, $2, $3) ON CONFLICT DO NOTHING",
+    [PQ_MENTION_BY_ID] = "INSERT INTO mentions(room, user_name, seq) SELECT $1::text, $2::text, seq FROM messages"
+                         " WHERE room = $1::text AND id = $3::bigint ON CONFLICT DO NOTHING",
     [PQ_XID] = "SELECT txid_current()",
     [PQ_XID_STATUS] = "SELECT txid_status($1::bigint)",
     /* $2/$3: exclusive bounds, $4: limit. Both walk the (room, seq) key. */
@@ -945,11 +965,19 @@ static int pg__send_op(store_backend_t *b, const store_op_t *op)
         break;
     case STORE_OP_MESSAGE: {
         const store_msg_t *m = &op->u.msg;
-        st = m->seq_out ? PQ_MSG_ASSIGN : PQ_MSG;
+        st = !m->seq_out ? PQ_MSG : m->cid ? PQ_MSG_ASSIGN_CID : PQ_MSG_ASSIGN;
         /* an assigned seq follows the room's explicit ones of this batch:
          * their pending rooms.seq update goes first */
         int pre = m->seq_out ? pg__seq_send_pending(b, m->room) : 0;
         if (pre < 0) return pre;
+        if (st == PQ_MSG_ASSIGN_CID) {
+            pg__p_str(&p, m->room);
+            pg__p_str(&p, m->from);
+            pg__p_str(&p, m->cid);
+            if ((rc = pg__send(b, PQ_MSG_LOCK, &p))) return rc;
+            p.n = 0;
+            pre++;
+        }
         pg__p_str(&p, m->room);
         if (!m->seq_out) pg__p_i64(&p, m->seq);
         pg__p_i64(&p, (int64_t)m->id); /* the bit pattern */
@@ -986,10 +1014,10 @@ static int pg__send_op(store_backend_t *b, const store_op_t *op)
         pg__p_str(&p, op->u.upload.room);
         break;
     case STORE_OP_MENTION:
-        st = PQ_MENTION;
+        st = op->u.mention.seq ? PQ_MENTION : PQ_MENTION_BY_ID;
         pg__p_str(&p, op->u.mention.room);
         pg__p_str(&p, op->u.mention.user);
-        pg__p_i64(&p, op->u.mention.seq);
+        pg__p_i64(&p, op->u.mention.seq ? op->u.mention.seq : (int64_t)op->u.mention.msg_id);
         break;
     default:
         snprintf(b->errmsg, sizeof b->errmsg, "unknown op kind %d", (int)op->kind);
@@ -1097,10 +1125,14 @@ static int pg__apply(store_backend_t *b, const store_op_t *ops, size_t n)
         const store_op_t *op = got >= 2 && got < sent && b->at[got] < n ? &ops[b->at[got]] : NULL;
         if (st == PGRES_TUPLES_OK && got == 1 && PQntuples(r) == 1) {
             snprintf(xid, sizeof xid, "%s", PQgetvalue(r, 0, 0));
-        } else if (st == PGRES_TUPLES_OK && op && op->kind == STORE_OP_MESSAGE && op->u.msg.seq_out) {
-            /* the seq the store assigned; no row: the room has no row */
+        } else if (st == PGRES_TUPLES_OK && op && op->kind == STORE_OP_MESSAGE && op->u.msg.seq_out &&
+                   PQnfields(r) == 3) {
+            /* the seq the store assigned (or an earlier message's of the same
+             * sender and cid); no row: the room has no row */
             if (PQntuples(r) == 1) {
                 *op->u.msg.seq_out = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+                if (op->u.msg.id_out) *op->u.msg.id_out = (uint64_t)strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+                if (op->u.msg.ts_out) *op->u.msg.ts_out = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
             } else if (!err) {
                 err = SORI_EINVAL;
                 failed_at = b->at[got];

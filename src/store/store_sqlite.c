@@ -71,6 +71,8 @@ enum {
     SQ_UPLOAD_OWNER,
     SQ_UPLOAD_ROOM,
     SQ_MENTION,
+    SQ_MENTION_BY_ID,
+    SQ_MSG_DUP,
     SQ_LOAD_UPLOADS,
     SQ_LOAD_MENTIONS,
     SQ_SEARCH,
@@ -115,6 +117,11 @@ static const char *const sqlite__sql[SQ__COUNT] = {
     [SQ_UPLOAD_OWNER] = "INSERT INTO upload_links(id, kind, name) VALUES(?1, 'u', ?2) ON CONFLICT DO NOTHING",
     [SQ_UPLOAD_ROOM] = "INSERT INTO upload_links(id, kind, name) VALUES(?1, 'r', ?2) ON CONFLICT DO NOTHING",
     [SQ_MENTION] = "INSERT INTO mentions(room, user, seq) VALUES(?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    [SQ_MENTION_BY_ID] = "INSERT INTO mentions(room, user, seq) SELECT ?1, ?2, seq FROM messages"
+                         " WHERE room = ?1 AND id = ?3 ON CONFLICT DO NOTHING",
+    /* uses messages_idem (sender, cid) */
+    [SQ_MSG_DUP] = "SELECT seq, id, ts FROM messages WHERE sender = ?2 AND cid = ?3 AND room = ?1 AND ts >= ?4"
+                   " ORDER BY ts LIMIT 1",
     [SQ_LOAD_UPLOADS] = "SELECT u.id, u.type, u.size, u.created_at, l.kind, l.name FROM uploads u"
                         " JOIN upload_links l ON l.id = u.id ORDER BY u.id",
     [SQ_LOAD_MENTIONS] = "SELECT n.room, n.user, n.seq FROM mentions n JOIN members m"
@@ -467,6 +474,27 @@ static int sqlite__op(store_backend_t *b, const store_op_t *op)
     case STORE_OP_MESSAGE: {
         const store_msg_t *m = &op->u.msg;
         int64_t seq = m->seq;
+        if (m->seq_out && m->cid) {
+            /* an earlier message of this sender and cid: report it, insert
+             * nothing (one writer: no race to guard against) */
+            st = b->st[SQ_MSG_DUP];
+            sqlite__bind_str(st, 1, m->room, &rc);
+            sqlite__bind_str(st, 2, m->from, &rc);
+            sqlite__bind_str(st, 3, m->cid, &rc);
+            sqlite__bind_i64(st, 4, m->ts - 24LL * 3600 * 1000, &rc);
+            if (rc != SQLITE_OK) break;
+            rc = sqlite3_step(st);
+            if (rc == SQLITE_ROW) {
+                *m->seq_out = sqlite3_column_int64(st, 0);
+                if (m->id_out) *m->id_out = (uint64_t)sqlite3_column_int64(st, 1);
+                if (m->ts_out) *m->ts_out = sqlite3_column_int64(st, 2);
+            }
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            if (rc == SQLITE_ROW) return SQLITE_OK;
+            if (rc != SQLITE_DONE) return rc;
+            rc = SQLITE_OK;
+        }
         if (m->seq_out) {
             /* the store assigns: the room row's next seq */
             st = b->st[SQ_MSG_ASSIGN];
@@ -486,6 +514,8 @@ static int sqlite__op(store_backend_t *b, const store_op_t *op)
             if (rc != SQLITE_DONE) return rc == SQLITE_OK ? SQLITE_ERROR : rc;
             rc = SQLITE_OK;
             *m->seq_out = seq;
+            if (m->id_out) *m->id_out = m->id;
+            if (m->ts_out) *m->ts_out = m->ts;
         }
         st = b->st[SQ_MSG];
         sqlite__bind_str(st, 1, m->room, &rc);
@@ -538,10 +568,13 @@ static int sqlite__op(store_backend_t *b, const store_op_t *op)
         sqlite__bind_str(st, 2, op->u.upload.room, &rc);
         break;
     case STORE_OP_MENTION:
-        st = b->st[SQ_MENTION];
+        st = b->st[op->u.mention.seq ? SQ_MENTION : SQ_MENTION_BY_ID];
         sqlite__bind_str(st, 1, op->u.mention.room, &rc);
         sqlite__bind_str(st, 2, op->u.mention.user, &rc);
-        sqlite__bind_i64(st, 3, op->u.mention.seq, &rc);
+        if (op->u.mention.seq)
+            sqlite__bind_i64(st, 3, op->u.mention.seq, &rc);
+        else
+            sqlite__bind_i64(st, 3, (int64_t)op->u.mention.msg_id, &rc);
         break;
     default:
         snprintf(b->errmsg, sizeof b->errmsg, "unknown op kind %d", (int)op->kind);

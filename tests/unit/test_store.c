@@ -976,6 +976,117 @@ static void test_accounts_uploads_mentions(void **state)
     T->close(b);
 }
 
+/* Assigned-seq writes with a cid are idempotent per (room, sender, cid)
+ * within 24 h: a second write inserts nothing, takes no seq and reports the
+ * first; a mention named by msg_id follows its message (none for the
+ * resend). Two connections racing on one pair insert it once. */
+typedef struct {
+    store_backend_t *b;
+    store_op_t op;
+    int64_t seq;
+    uint64_t id;
+    int rc;
+    pthread_barrier_t *go;
+} idem_race_t;
+
+static void *idem_race(void *arg)
+{
+    idem_race_t *r = arg;
+    r->op.u.msg.seq_out = &r->seq;
+    r->op.u.msg.id_out = &r->id;
+    pthread_barrier_wait(r->go);
+    r->rc = T->apply(r->b, &r->op, 1);
+    return NULL;
+}
+
+static void test_store_assigned_idem(void **state)
+{
+    tctx_t *t = *state;
+    store_backend_t *b = bopen(t, 1);
+    const char *u = nm(t, "u"), *m1 = nm(t, "m1"), *m2 = nm(t, "m2"), *ra = nm(t, "ra"), *rb = nm(t, "rb");
+    store_op_t setup[5] = {op_room(ra, "public", "", 1), op_room(rb, "public", "", 1),
+                           op_member(STORE_OP_MEMBER, ra, m1, "member", 0, 1),
+                           op_member(STORE_OP_MEMBER, ra, m2, "member", 0, 1),
+                           op_member(STORE_OP_MEMBER, rb, m1, "member", 0, 1)};
+    assert_int_equal(T->apply(b, setup, 5), 0);
+    const int64_t day = 24LL * 3600 * 1000, t0 = 1700000000000LL;
+    int64_t seq = 0, ts = 0;
+    uint64_t id = 0;
+    /* the first write of cid c1, with a mention of m1 by id */
+    store_op_t ops[2] = {op_msg(ra, 1001, u, "first", t0, "c1", NULL),
+                         {.kind = STORE_OP_MENTION, .u.mention = {ra, m1, 0, msg_id(ra, 1001)}}};
+    ops[0].u.msg.seq_out = &seq, ops[0].u.msg.id_out = &id, ops[0].u.msg.ts_out = &ts;
+    assert_int_equal(T->apply(b, ops, 2), 0);
+    assert_int_equal(seq, 1);
+    assert_true(id == msg_id(ra, 1001));
+    assert_int_equal(ts, t0);
+    /* the same pair again (another id, a mention of m2): the first reported */
+    ops[0] = op_msg(ra, 1002, u, "resend", t0 + 500, "c1", NULL);
+    ops[1] = (store_op_t){.kind = STORE_OP_MENTION, .u.mention = {ra, m2, 0, msg_id(ra, 1002)}};
+    ops[0].u.msg.seq_out = &seq, ops[0].u.msg.id_out = &id, ops[0].u.msg.ts_out = &ts;
+    seq = 0, id = 0, ts = 0;
+    assert_int_equal(T->apply(b, ops, 2), 0);
+    assert_int_equal(seq, 1);
+    assert_true(id == msg_id(ra, 1001));
+    assert_int_equal(ts, t0);
+    /* another cid, another room, and the pair again after 24 h: inserted */
+    int64_t s2 = 0, s3 = 0, s4 = 0;
+    store_op_t more[3] = {op_msg(ra, 1003, u, "other cid", t0 + 600, "c2", NULL),
+                          op_msg(rb, 1004, u, "other room", t0 + 700, "c1", NULL),
+                          op_msg(ra, 1005, u, "a day later", t0 + day + 1, "c1", NULL)};
+    more[0].u.msg.seq_out = &s2, more[1].u.msg.seq_out = &s3, more[2].u.msg.seq_out = &s4;
+    assert_int_equal(T->apply(b, more, 3), 0);
+    assert_int_equal(s2, 2);
+    assert_int_equal(s3, 1);
+    assert_int_equal(s4, 3);
+    range_rec_t *rr = calloc(1, sizeof *rr);
+    store_range_t q = {ra, 0, 0, 10, 0};
+    assert_int_equal(T->range(b, &q, range_cb, rr), 3);
+    assert_string_equal(rr->m[0].text, "first");
+    assert_string_equal(rr->m[1].text, "other cid");
+    assert_string_equal(rr->m[2].text, "a day later");
+    /* the mention by id has the first's seq; the resend's was not written */
+    xrec_t *x = calloc(1, sizeof *x);
+    x->pfx = t->pfx;
+    store_load_cb_t cb = {x, NULL, NULL, NULL, NULL, NULL, NULL, xrec_mention};
+    assert_int_equal(T->load(b, 0, 0, &cb), 0);
+    assert_int_equal(x->nmentions, 1);
+    assert_string_equal(x->mentions[0].user, m1);
+    assert_int_equal(x->mentions[0].seq, 1);
+    free(x);
+    /* two connections racing on one pair, 10 times: one insert each time */
+    store_backend_t *b2 = bopen(t, 0);
+    pthread_barrier_t go;
+    for (int i = 0; i < 10; i++) {
+        char cid[16];
+        snprintf(cid, sizeof cid, "race%d", i);
+        pthread_barrier_init(&go, NULL, 2);
+        idem_race_t r[2] = {{b, op_msg(rb, 2000 + 2 * i, u, "a", t0 + 1000 + i, cid, NULL), 0, 0, 0, &go},
+                            {b2, op_msg(rb, 2001 + 2 * i, u, "b", t0 + 1000 + i, cid, NULL), 0, 0, 0, &go}};
+        pthread_t th[2];
+        for (int k = 0; k < 2; k++) assert_int_equal(pthread_create(&th[k], NULL, idem_race, &r[k]), 0);
+        for (int k = 0; k < 2; k++) pthread_join(th[k], NULL);
+        pthread_barrier_destroy(&go);
+        /* SQLite may answer busy to the loser; a retry then finds the row */
+        for (int k = 0; k < 2; k++)
+            for (int tries = 0; r[k].rc != 0 && tries < 50; tries++) {
+                usleep(10000);
+                r[k].rc = T->apply(r[k].b, &r[k].op, 1);
+            }
+        assert_int_equal(r[0].rc, 0);
+        assert_int_equal(r[1].rc, 0);
+        assert_int_equal(r[0].seq, r[1].seq);
+        assert_true(r[0].id == r[1].id);
+        assert_int_equal(r[0].seq, 2 + i);
+    }
+    memset(rr, 0, sizeof *rr);
+    store_range_t qb = {rb, 0, 0, 100, 0};
+    assert_int_equal(T->range(b, &qb, range_cb, rr), 11);
+    free(rr);
+    T->close(b2);
+    T->close(b);
+}
+
 /* Search: the caller's expression (chat_text_fts_match), public rooms plus
  * the caller's rooms, or one room; newest (highest id) first, at most
  * limit. Every text carries a word unique to the run, so other runs sharing
@@ -2089,6 +2200,7 @@ int main(void)
         T_(test_range_every_combination),
         T_(test_recent_many_rooms),
         T_(test_accounts_uploads_mentions),
+        T_(test_store_assigned_idem),
         T_(test_search),
         T_(test_sqlite_specifics),
         T_(test_group_commit_per_thread_fifo),
