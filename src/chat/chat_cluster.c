@@ -38,6 +38,8 @@
 
 static struct {
     bus_t *bus;
+    int on;               /* set once by chat_cluster_start, before any session */
+    uv_rwlock_t bus_lock; /* held for reading around the relay's bus calls; stop takes it to write */
     int ttl_ms;           /* presence TTL: the liveness check runs every ttl/3 */
     uv_thread_t thread;   /* the liveness check */
     uv_mutex_t lock;
@@ -45,7 +47,23 @@ static struct {
     int stop, started;
 } chat__cl;
 
-int chat_cluster_on(void) { return chat__cl.bus != NULL; }
+int chat_cluster_on(void) { return chat__cl.on; }
+int chat__relay_on(void) { return chat__cl.on; }
+
+struct bus *chat__cluster_bus_hold(void)
+{
+    if (!chat__cl.on) return NULL;
+    uv_rwlock_rdlock(&chat__cl.bus_lock);
+    uv_mutex_lock(&chat__cl.lock);
+    bus_t *b = chat__cl.stop ? NULL : chat__cl.bus;
+    uv_mutex_unlock(&chat__cl.lock);
+    return b;
+}
+
+void chat__cluster_bus_release(void)
+{
+    if (chat__cl.on) uv_rwlock_rdunlock(&chat__cl.bus_lock);
+}
 int chat_cluster_up(void) { return chat__cl.bus && bus_up(chat__cl.bus); }
 
 static struct {
@@ -158,7 +176,10 @@ static void chat__cl_presence_notice(int origin, const char *data, size_t len)
 static void chat__cl_on_message(void *arg, int origin, const char *channel, const char *data, size_t len)
 {
     (void)arg;
-    if (!strcmp(channel, BUS_PRESENCE_CHANNEL)) chat__cl_presence_notice(origin, data, len);
+    if (!strcmp(channel, BUS_PRESENCE_CHANNEL))
+        chat__cl_presence_notice(origin, data, len);
+    else
+        chat__relay_on_message(origin, channel, data, len);
 }
 
 /* Every other node's whole set (HKEYS each): when our link comes up, and
@@ -175,8 +196,10 @@ static void chat__cl_on_state(void *arg, int up)
     if (up) {
         LOG_INFO("cluster", "bus up");
         chat__cl_sync_all();
+        chat__relay_on_up();
     } else {
         LOG_WARN("cluster", "bus down: /healthz answers 503 until it is back");
+        chat__relay_on_down();
     }
 }
 
@@ -247,6 +270,8 @@ int chat_cluster_start(const char *redis_url, int node_id, int presence_ttl_ms, 
     chat__cl.stop = 0;
     uv_mutex_init(&chat__cl.lock);
     uv_cond_init(&chat__cl.cond);
+    uv_rwlock_init(&chat__cl.bus_lock);
+    chat__cl.on = 1;
     /* the bus thread may call back before bus_open returns: its callbacks
      * wait for the pointer (chat__cl_bus) */
     bus_t *b = bus_open_opts(redis_url, node_id, &h, &o, err, errlen);
@@ -256,6 +281,8 @@ int chat_cluster_start(const char *redis_url, int node_id, int presence_ttl_ms, 
     uv_cond_broadcast(&chat__cl.cond);
     uv_mutex_unlock(&chat__cl.lock);
     if (!b) {
+        chat__cl.on = 0;
+        uv_rwlock_destroy(&chat__cl.bus_lock);
         uv_cond_destroy(&chat__cl.cond);
         uv_mutex_destroy(&chat__cl.lock);
         return SORI_EINVAL;
@@ -273,6 +300,11 @@ int chat_cluster_start(const char *redis_url, int node_id, int presence_ttl_ms, 
         return SORI_EIO;
     }
     chat__cl.started = 1;
+    if (chat__relay_start()) {
+        snprintf(err, errlen, "cannot start the relay thread");
+        chat_cluster_stop();
+        return SORI_EIO;
+    }
     return 0;
 }
 
@@ -283,6 +315,15 @@ int chat_cluster_register(const char *ws_url)
 
 void chat_cluster_stop(void)
 {
+    if (chat__cl.on) {
+        /* the relay's calls (store and bus threads) see stop and skip the bus */
+        uv_rwlock_wrlock(&chat__cl.bus_lock);
+        uv_mutex_lock(&chat__cl.lock);
+        chat__cl.stop = 1;
+        uv_mutex_unlock(&chat__cl.lock);
+        uv_rwlock_wrunlock(&chat__cl.bus_lock);
+    }
+    chat__relay_stop();
     if (chat__cl.started) {
         uv_mutex_lock(&chat__cl.lock);
         chat__cl.stop = 1;

@@ -111,6 +111,26 @@ static json_t *chat__member_event(chat_room_t *r, const char *user, const char *
 
 /* ---- join, leave, part ---- */
 
+/* The end of a join (args: since, fresh), once the room is up to date. */
+static void chat__join_catchup(chat_session_t *s, json_t *ref, chat_room_t *r, const int64_t args[3])
+{
+    int64_t since = args[0];
+    chat_sub_t *sub = chat__sub_find(s, r);
+    if (!sub) return; /* left meanwhile */
+    if (since >= 0) {
+        /* A since beyond the latest seq (a client that saw messages an
+         * async-mode crash lost) counts as the latest: nothing is missed. */
+        uv_mutex_lock(&r->lock);
+        sub->last_seq = since < r->committed ? since : r->committed;
+        uv_mutex_unlock(&r->lock);
+    } else if (args[1]) {
+        uv_mutex_lock(&r->lock);
+        sub->last_seq = r->committed;
+        uv_mutex_unlock(&r->lock);
+    }
+    chat__catchup(sub, ref, 1);
+}
+
 void chat_join(chat_session_t *s, json_t *ref, const char *room, int64_t since)
 {
     chat_room_t *r = chat__find_room(s, ref, room);
@@ -154,18 +174,9 @@ void chat_join(chat_session_t *s, json_t *ref, const char *room, int64_t since)
     }
     sub->joined = 1;
     sub->catching_up = 1;
-    if (since >= 0) {
-        /* A since beyond the latest seq (a client that saw messages an
-         * async-mode crash lost) counts as the latest: nothing is missed. */
-        uv_mutex_lock(&r->lock);
-        sub->last_seq = since < r->committed ? since : r->committed;
-        uv_mutex_unlock(&r->lock);
-    } else if (fresh) {
-        uv_mutex_lock(&r->lock);
-        sub->last_seq = r->committed;
-        uv_mutex_unlock(&r->lock);
-    }
-    chat__catchup(sub, ref, 1);
+    int64_t args[3] = {since, fresh, 0};
+    if (chat__relay_sync(r, s, ref, chat__join_catchup, args) == 0) return; /* a cold cluster room: read first */
+    chat__join_catchup(s, ref, r, args);
 }
 
 void chat_leave(chat_session_t *s, json_t *ref, const char *room)
@@ -260,6 +271,7 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
         }
         if (prev) {
             /* The same cid again: the first ack, and no second message. */
+            chat_idem_t copy = *prev;
             if (prev->pending) {
                 uv_mutex_lock(&prev->room->lock);
                 if (!prev->pending->committed) {
@@ -274,14 +286,21 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
                     uv_mutex_unlock(&u->lock);
                     return;
                 }
+                /* in a cluster the store gave the seq (or an earlier id) at the commit */
+                copy.id = prev->pending->id, copy.seq = prev->pending->seq, copy.ts = prev->pending->ts;
                 uv_mutex_unlock(&prev->room->lock);
             }
-            chat_idem_t copy = *prev;
             uv_mutex_unlock(&u->lock);
             chat__reply_ack(s, ref, copy.room, copy.id, copy.seq, copy.ts);
             return;
         }
     }
+    if (chat__relay_on() && !chat_cluster_up()) {
+        uv_mutex_unlock(&u->lock);
+        chat__error(s, ref, "unavailable", "The cluster's bus (Redis) is not reachable; try again.");
+        return;
+    }
+    int cl = chat__relay_on(); /* the store assigns the seq; delivery waits for the commit */
     uv_mutex_lock(&r->lock);
     if (!chat__member(r, u->name)) {
         uv_mutex_unlock(&r->lock);
@@ -293,7 +312,7 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
     uint32_t nm = chat_text_mentions(text, len, u->name, chat__is_member_name, r, names, CHAT_MENTIONS_MAX);
     char *meta = chat__meta(at, names, nm);
     size_t nat = at ? at->n : 0;
-    chat_msg_t *m = chat__msg_new(r, chat__next_id(now), r->seq + 1, now, u->name, text, len, cid, meta);
+    chat_msg_t *m = chat__msg_new(r, chat__next_id(now), cl ? 0 : r->seq + 1, now, u->name, text, len, cid, meta);
     free(meta);
     if (m && (nm || nat)) {
         m->xops = calloc(1 + nm + nat, sizeof *m->xops);
@@ -312,14 +331,15 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
         chat__error(s, ref, "internal", "Out of memory.");
         return;
     }
-    r->seq++;
+    if (!cl) r->seq++;
     size_t nops = 1;
     for (uint32_t i = 0; i < nm; i++) {
         chat_member_t *mb = chat__member(r, names[i]);
         if (!mb || !(m->mentions[m->nmentions] = strdup(names[i]))) continue;
-        chat__member_mention(mb, m->seq);
+        if (!cl) chat__member_mention(mb, m->seq); /* else when delivered, as on every node */
         m->xops[nops++] = (store_op_t){.kind = STORE_OP_MENTION,
-                                       .u.mention = {.room = r->id, .user = m->mentions[m->nmentions], .seq = m->seq}};
+                                       .u.mention = {.room = r->id, .user = m->mentions[m->nmentions], .seq = m->seq,
+                                                     .msg_id = m->id}};
         m->nmentions++;
     }
     if (nat) {
@@ -520,11 +540,23 @@ static void chat__hread_run(store_read_t *rd, const store_type_t *type, store_ba
     free(h);
 }
 
+static void chat__history_run(chat_session_t *s, json_t *ref, chat_room_t *r, const int64_t args[3]);
+
 void chat_history(chat_session_t *s, json_t *ref, const char *room, int64_t before, int64_t after,
                   int limit)
 {
     chat_room_t *r = chat__visible_room(s, ref, room);
     if (!r) return;
+    int64_t args[3] = {before, after, limit};
+    if (chat__relay_sync(r, s, ref, chat__history_run, args) == 0) return; /* a cold cluster room: read first */
+    chat__history_run(s, ref, r, args);
+}
+
+/* args: before, after, limit */
+static void chat__history_run(chat_session_t *s, json_t *ref, chat_room_t *r, const int64_t args[3])
+{
+    int64_t before = args[0], after = args[1];
+    int limit = (int)args[2];
     uv_mutex_lock(&r->lock);
     int64_t S = r->committed, first = S - (int64_t)r->ring_n + 1;
     int64_t lo, hi;
@@ -853,7 +885,8 @@ void chat_read(chat_session_t *s, json_t *ref, const char *room, int64_t seq)
         chat__error(s, ref, "not_member", "You are not a member of this room.");
         return;
     }
-    if (seq < 0 || seq > r->committed) {
+    /* a cluster node knows the latest seq only of the rooms it watches */
+    if (seq < 0 || (seq > r->committed && !(chat__relay_on() && !r->synced))) {
         uv_mutex_unlock(&r->lock);
         chat__error(s, ref, "bad_request", "seq is beyond the room's latest message.");
         return;

@@ -197,14 +197,28 @@ chat_msg_t *chat__msg_new(chat_room_t *room, uint64_t id, int64_t seq, int64_t t
     if (cid) m->cid = memcpy(p, cid, cl + 1);
     p += cid ? cl + 1 : 0;
     if (meta) m->meta = memcpy(p, meta, ml + 1);
+    if (chat__msg_encode(m)) {
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+int chat__msg_encode(chat_msg_t *m)
+{
     /* The event, encoded once by hand (the same fields and order as
      * chat__msg_obj): this runs for every message sent. */
+    const chat_room_t *room = m->room;
+    const char *cid = m->cid, *meta = m->meta;
+    size_t fl = strlen(m->from), cl = cid ? strlen(cid) : 0, ml = meta ? strlen(meta) : 0;
+    uint64_t id = m->id;
+    int64_t seq = m->seq, ts = m->ts;
     buf_t b = {0};
     char num[96];
     int rc = buf_append(&b, LIT("{\"type\":\"message\",\"room\":")) | json_esc_append(&b, room->id, strlen(room->id));
     snprintf(num, sizeof num, ",\"id\":\"%llu\",\"seq\":%lld,\"from\":", (unsigned long long)id, (long long)seq);
-    rc |= buf_append(&b, num, strlen(num)) | json_esc_append(&b, from, fl) | buf_append(&b, LIT(",\"text\":")) |
-          json_esc_append(&b, text, len);
+    rc |= buf_append(&b, num, strlen(num)) | json_esc_append(&b, m->from, fl) | buf_append(&b, LIT(",\"text\":")) |
+          json_esc_append(&b, m->text, m->text_len);
     snprintf(num, sizeof num, ",\"ts\":%lld", (long long)ts);
     rc |= buf_append(&b, num, strlen(num));
     if (cid) rc |= buf_append(&b, LIT(",\"cid\":")) | json_esc_append(&b, cid, cl);
@@ -212,12 +226,12 @@ chat_msg_t *chat__msg_new(chat_room_t *room, uint64_t id, int64_t seq, int64_t t
     rc |= buf_append(&b, "}", 2); /* with the NUL */
     if (rc) {
         buf_free(&b);
-        free(m);
-        return NULL;
+        return SORI_ENOMEM;
     }
+    free(m->json);
     m->json = b.data;
     m->json_len = b.len - 1;
-    return m;
+    return 0;
 }
 
 chat_msg_t *chat__event_new(json_t *obj)
@@ -232,6 +246,19 @@ chat_msg_t *chat__event_new(json_t *obj)
         return NULL;
     }
     m->json_len = strlen(m->json);
+    return m;
+}
+
+chat_msg_t *chat__event_text_new(const char *json, size_t len)
+{
+    chat_msg_t *m = calloc(1, sizeof *m);
+    if (!m || !(m->json = strndup(json, len))) {
+        free(m);
+        return NULL;
+    }
+    atomic_init(&m->refs, 1);
+    m->is_event = 1;
+    m->json_len = len;
     return m;
 }
 
@@ -497,6 +524,11 @@ chat_sub_t *chat__sub_add(chat_session_t *s, chat_room_t *r)
     /* Counted before the caller reads r->committed under the lock: see the
      * ordering note at the top. */
     atomic_fetch_add(&r->nsubs[s->worker], 1);
+    if (chat__relay_on()) {
+        uv_mutex_lock(&r->lock);
+        if (r->nlocal++ == 0) chat__relay_watch_locked(r, 1);
+        uv_mutex_unlock(&r->lock);
+    }
     return sub;
 }
 
@@ -514,6 +546,11 @@ void chat__sub_remove(chat_sub_t *sub)
         list->cap = 0;
     }
     atomic_fetch_sub(&r->nsubs[s->worker], 1);
+    if (chat__relay_on()) {
+        uv_mutex_lock(&r->lock);
+        if (--r->nlocal == 0) chat__relay_watch_locked(r, 0);
+        uv_mutex_unlock(&r->lock);
+    }
     json_decref(sub->ref);
     for (uint32_t i = 0; i < s->nsubs; i++)
         if (s->subs[i] == sub) {
@@ -579,6 +616,7 @@ void chat__room_event(chat_room_t *r, json_t *obj, chat_session_t *except)
     if (!ev) return;
     ev->room = r; /* rooms live until shutdown */
     chat__fanout(r, ev, except);
+    chat__relay_room_event(r, ev);
     chat__msg_unref(ev);
 }
 
@@ -613,7 +651,17 @@ void chat__user_event(chat_user_t *u, json_t *obj)
     uv_mutex_lock(&u->lock);
     for (uint32_t i = 0; i < u->nsessions; i++) chat__session_event(u->sessions[i], ev);
     uv_mutex_unlock(&u->lock);
+    chat__relay_user_event(u, ev);
     chat__msg_unref(ev);
+}
+
+/* A user event from another node, to our sessions of u. */
+void chat__user_event_local(chat_user_t *u, chat_msg_t *ev);
+void chat__user_event_local(chat_user_t *u, chat_msg_t *ev)
+{
+    uv_mutex_lock(&u->lock);
+    for (uint32_t i = 0; i < u->nsessions; i++) chat__session_event(u->sessions[i], ev);
+    uv_mutex_unlock(&u->lock);
 }
 
 typedef struct {
@@ -680,6 +728,7 @@ typedef struct {
 static void chat__wjob_done(store_job_t *job, int status)
 {
     chat_wjob_t *j = job->arg;
+    if (status == 0) chat__relay_state(j->ops, j->job.nops);
     if (j->s && j->reply) {
         if (status == 0)
             chat__reply(j->s, j->ref, j->reply);
@@ -752,7 +801,9 @@ static void chat__ack_waiters(chat_msg_t *m, chat_waiter_t *w)
 static void chat__msg_job_done(store_job_t *job, int status)
 {
     chat_msg_t *m = job->arg;
-    if (chat__g.cfg.durability == STORE_SYNC) {
+    if (status == 0 && chat__relay_on()) {
+        chat__relay_committed(m);
+    } else if (chat__g.cfg.durability == STORE_SYNC) {
         chat_waiter_t *w;
         uv_mutex_lock(&m->room->lock);
         if (status == 0) {
@@ -785,6 +836,11 @@ void chat__write_msg(chat_msg_t *m)
     m->op.u.msg = (store_msg_t){.id = m->id, .seq = m->seq, .ts = m->ts, .room = m->room->id,
                                 .from = m->from, .text = m->text, .text_len = m->text_len, .cid = m->cid,
                                 .meta = m->meta};
+    if (chat__relay_on()) { /* the store assigns the seq (sync durability only) */
+        m->op.u.msg.seq_out = &m->a_seq;
+        m->op.u.msg.id_out = &m->a_id;
+        m->op.u.msg.ts_out = &m->a_ts;
+    }
     if (m->xops) {
         m->xops[0] = m->op;
         m->job.ops = m->xops; /* nops set by the sender */
@@ -1326,6 +1382,13 @@ int chat_unhealthy(void)
     return (chat__g.store && store_failing(chat__g.store)) || (chat_cluster_on() && !chat_cluster_up());
 }
 
+void chat__rooms_foreach(void (*fn)(const char *k, size_t kl, void *v, void *arg), void *arg)
+{
+    uv_rwlock_rdlock(&chat__g.rooms_lock);
+    map_each(&chat__g.rooms, fn, arg);
+    uv_rwlock_rdunlock(&chat__g.rooms_lock);
+}
+
 void chat__users_foreach(void (*fn)(const char *k, size_t kl, void *v, void *arg), void *arg)
 {
     uv_rwlock_rdlock(&chat__g.users_lock);
@@ -1351,6 +1414,8 @@ static void chat__free_room(const char *k, size_t kl, void *v, void *arg)
     chat_room_t *r = v;
     for (uint32_t i = 0; i < r->ring_n; i++) chat__msg_unref(r->ring[(r->ring_head + i) % r->ring_cap]);
     free(r->ring);
+    for (uint32_t i = 0; i < r->nheld; i++) chat__msg_unref(r->held[i]);
+    free(r->held);
     map_each(&r->members, chat__free_member, NULL);
     map_free(&r->members);
     for (int w = 0; w < chat__g.cfg.workers; w++) free(r->subs[w].v);

@@ -81,6 +81,14 @@ struct chat_room {
     uint32_t ring_cap, ring_n, ring_head;
     chat_subs_t *subs;  /* [workers] */
     atomic_int *nsubs;  /* [workers] */
+    /* cluster (chat_relay.c), room lock: */
+    uint32_t nlocal;    /* subscriptions on this node: the bus channel is subscribed while > 0 */
+    chat_msg_t **held;  /* committed messages after a gap, ascending seq */
+    uint32_t nheld, capheld;
+    int64_t gap_ms;     /* when the oldest held message arrived (0: no gap) */
+    uint8_t fill;       /* a read of the store for this room is queued */
+    uint8_t synced;     /* up to date (watched, read since, bus up): joins and history may use the ring */
+    uint8_t warm;       /* watched and read since (kept while the bus is down: fills then go on in order) */
 };
 
 struct chat_user {
@@ -145,6 +153,11 @@ struct chat_msg {
     char *meta;            /* {"attachments":[...],"mentions":[...]} as stored, or NULL */
     char **mentions;       /* member names mentioned as @name (in meta's block) */
     uint32_t nmentions;
+    /* cluster: what the store assigned or found (an earlier message of
+     * the same sender and cid, then dup is set) */
+    int64_t a_seq, a_ts;
+    uint64_t a_id;
+    uint8_t dup;
     /* until committed (guarded by room->lock) */
     int committed;
     chat_waiter_t *waiters; /* the sender and idempotent resends awaiting the ack */
@@ -188,12 +201,56 @@ void chat__cluster_presence(const char *user, int online);
  * users); 0 when it took reply over, -1 when the caller replies itself. */
 int chat__cluster_presence_reply(chat_session_t *s, json_t *ref, json_t *reply, const char *const *names,
                                  chat_user_t **users, const size_t *index, size_t n);
+/* Cluster room traffic (chat_relay.c). chat__relay_on is 1 on a node with
+ * --redis. Messages: the store assigns seq (sync durability only), the
+ * origin publishes the committed message on the room's channel, and every
+ * node, the origin included, delivers through chat__relay_deliver in seq
+ * order, filling gaps from the store. */
+int chat__relay_on(void);
+/* A message write committed (store thread): acks its waiters, publishes it
+ * and delivers it in order. */
+void chat__relay_committed(chat_msg_t *m);
+/* A message from the store or the bus, committed (m->committed set), to
+ * local subscribers in seq order (room lock taken inside; consumes no ref). */
+void chat__relay_deliver(chat_msg_t *m);
+/* A room event (already fanned out here) to the other nodes. */
+void chat__relay_room_event(chat_room_t *r, const chat_msg_t *ev);
+/* A user event (already sent to local sessions) to the other nodes. */
+void chat__relay_user_event(const chat_user_t *u, const chat_msg_t *ev);
+/* State ops committed here, to the other nodes (any thread). */
+void chat__relay_state(const store_op_t *ops, size_t n);
+/* The room's local subscription count moved 0 -> 1 (on = 1) or 1 -> 0
+ * (room lock held by the caller: only takes the bus's own lock). */
+void chat__relay_watch_locked(chat_room_t *r, int on);
+/* A cold room (not watched since its last sync) is read from the store
+ * (its newest ring) before a join's catch-up or a history runs on it:
+ * returns 0 when it took over (cont(s, ref, r, args) then runs on s's
+ * worker unless s closed), -1 when the caller goes on now (one node, a
+ * synced room, no memory). */
+typedef void (*chat_relay_cont_fn)(chat_session_t *s, json_t *ref, chat_room_t *r, const int64_t args[3]);
+int chat__relay_sync(chat_room_t *r, chat_session_t *s, json_t *ref, chat_relay_cont_fn cont, const int64_t args[3]);
+/* The relay's timer thread (chat_cluster.c starts and stops it). */
+int chat__relay_start(void);
+void chat__relay_stop(void);
+/* Bus callbacks routed by chat_cluster.c (bus thread). */
+void chat__relay_on_message(int origin, const char *channel, const char *data, size_t len);
+void chat__relay_on_up(void);
+void chat__relay_on_down(void);
+/* The bus (chat_cluster.c), NULL on one node. */
+struct bus;
+struct bus *chat__cluster_bus(void);
+void chat__rooms_foreach(void (*fn)(const char *k, size_t kl, void *v, void *arg), void *arg);
 const char *chat__kind_name(char kind);
 const char *chat__role_name(char role);
 
 chat_msg_t *chat__msg_new(chat_room_t *room, uint64_t id, int64_t seq, int64_t ts, const char *from,
                           const char *text, size_t len, const char *cid, const char *meta);
 chat_msg_t *chat__event_new(json_t *obj); /* obj borrowed */
+/* An event from its encoded text (copied). */
+chat_msg_t *chat__event_text_new(const char *json, size_t len);
+/* Re-encodes m->json after its id, seq or ts changed (before any delivery);
+ * 0 or SORI_ENOMEM (the old text kept). */
+int chat__msg_encode(chat_msg_t *m);
 chat_msg_t *chat__msg_ref(chat_msg_t *m);
 void chat__msg_unref(chat_msg_t *m);
 /* {room, id, seq, from, text, ts, cid?} without "type" (new reference). */

@@ -1,0 +1,802 @@
+/*
+ * chat_relay.c: room traffic between the nodes of a cluster
+ * (ARCHITECTURE.md "Ordering and durability", sync durability): messages,
+ * room and user events, and the state changes other nodes keep in memory.
+ *
+ * Messages. The store assigns a message's seq in its inserting transaction
+ * (the room row is locked until the commit, so seqs are gapless in commit
+ * order across nodes). After the commit the origin acks the sender,
+ * publishes the message on the room's channel "chatroom-<room>" and
+ * delivers it here through chat__relay_deliver, the one path every node
+ * uses for every message: under the room lock, the next seq is committed to
+ * the ring and fanned out, a later one is held (a gap), an old one dropped.
+ * A gap is filled from the store after RELAY_GAP_MS (the missing message is
+ * committed: a later seq's transaction waited for its row lock).
+ *
+ * Channels. A node subscribes to a room's channel while it has local
+ * subscriptions (room->nlocal > 0). A room without them goes stale here; the
+ * first subscription makes it "cold" until a sync read (its newest ring of
+ * messages) brings it up to date, and a join or history on a cold room runs
+ * after that read (chat__relay_sync). RELAY_SUB_FILL_MS after a subscription
+ * one more read collects what was published before Redis confirmed it; after
+ * the bus comes back every watched room is read from its committed seq on.
+ *
+ * Payloads: 'm' + the message's event JSON (as clients get it), 'e' + a
+ * room event's JSON on the room's channel; on "sori:state", 's' + a JSON
+ * array of committed state ops, 'u' + user name + '\n' + a user event's JSON.
+ *
+ * Threads: store writer threads (commits), the reader thread (fills), the
+ * bus thread (remote traffic) and this module's timer thread; none blocks.
+ * Locks: user -> room (chat_internal.h), then the relay queue's leaf lock;
+ * bus calls run under chat__cluster_bus_hold (a read lock that stop takes).
+ * Numbers: one PUBLISH per message (plus one per room event); a gap costs
+ * one range read of at most RELAY_FILL_PAGE rows per RELAY_GAP_MS.
+ */
+#include "bus/bus.h"
+#include "chat/chat_internal.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "util/metrics.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RELAY_GAP_MS 100       /* a held message waits this long before the store is read */
+#define RELAY_SUB_FILL_MS 200  /* after a channel is subscribed: one read of what raced it */
+#define RELAY_HELD_MAX 4096    /* held messages per room; beyond, they are read from the store */
+#define RELAY_FILL_PAGE 500
+#define RELAY_STATE_CHANNEL "sori:state"
+
+struct bus *chat__cluster_bus_hold(void);
+void chat__cluster_bus_release(void);
+void chat__user_event_local(chat_user_t *u, chat_msg_t *ev);
+
+/* ---- publishing ---- */
+
+static int chat__relay_publish(const char *channel, char kind, const char *data, size_t len)
+{
+    char *p = malloc(len + 1);
+    if (!p) return SORI_ENOMEM;
+    p[0] = kind;
+    memcpy(p + 1, data, len);
+    struct bus *b = chat__cluster_bus_hold();
+    int rc = b ? bus_publish(b, channel, p, len + 1, NULL, NULL) : SORI_ECLOSED;
+    chat__cluster_bus_release();
+    free(p);
+    return rc;
+}
+
+static void chat__relay_channel(char *out, size_t cap, const chat_room_t *r)
+{
+    snprintf(out, cap, "chatroom-%s", r->id);
+}
+
+/* ---- the timer thread: rooms to read from the store ---- */
+
+typedef struct {
+    chat_room_t *room;
+    int64_t due_ms;
+} chat_relay_due_t;
+
+static struct {
+    uv_mutex_t lock; /* a leaf */
+    uv_cond_t cond;
+    uv_thread_t thread;
+    int started, stop;
+    chat_relay_due_t *due;
+    uint32_t ndue, capdue;
+} chat__rl;
+
+static void chat__relay_fill_start(chat_room_t *r);
+
+/* Queues a fill of r at due_ms (room lock held: r->fill says one is queued). */
+static void chat__relay_schedule_locked(chat_room_t *r, int64_t due_ms)
+{
+    if (r->fill || !chat__rl.started) return;
+    uv_mutex_lock(&chat__rl.lock);
+    if (chat__rl.ndue == chat__rl.capdue) {
+        uint32_t cap = chat__rl.capdue ? chat__rl.capdue * 2 : 16;
+        chat_relay_due_t *v = realloc(chat__rl.due, cap * sizeof *v);
+        if (v) chat__rl.due = v, chat__rl.capdue = cap;
+    }
+    if (chat__rl.ndue < chat__rl.capdue) {
+        chat__rl.due[chat__rl.ndue++] = (chat_relay_due_t){r, due_ms};
+        r->fill = 1;
+        uv_cond_signal(&chat__rl.cond);
+    }
+    uv_mutex_unlock(&chat__rl.lock);
+}
+
+static void chat__relay_main(void *arg)
+{
+    (void)arg;
+    uv_mutex_lock(&chat__rl.lock);
+    while (!chat__rl.stop) {
+        int64_t now = chat__now_ms(), next = now + 1000;
+        for (uint32_t i = 0; i < chat__rl.ndue;) {
+            if (chat__rl.due[i].due_ms <= now) {
+                chat_room_t *r = chat__rl.due[i].room;
+                chat__rl.due[i] = chat__rl.due[--chat__rl.ndue];
+                uv_mutex_unlock(&chat__rl.lock);
+                chat__relay_fill_start(r);
+                uv_mutex_lock(&chat__rl.lock);
+                i = 0; /* the array may have changed */
+                now = chat__now_ms();
+                continue;
+            }
+            if (chat__rl.due[i].due_ms < next) next = chat__rl.due[i].due_ms;
+            i++;
+        }
+        if (chat__rl.stop) break;
+        uv_cond_timedwait(&chat__rl.cond, &chat__rl.lock, (uint64_t)(next - now) * 1000000ull);
+    }
+    uv_mutex_unlock(&chat__rl.lock);
+}
+
+int chat__relay_start(void)
+{
+    uv_mutex_init(&chat__rl.lock);
+    uv_cond_init(&chat__rl.cond);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = uv_thread_create(&chat__rl.thread, chat__relay_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) return SORI_EIO;
+    chat__rl.started = 1;
+    struct bus *b = chat__cluster_bus_hold(); /* state notices: every node, always */
+    rc = b ? bus_subscribe(b, RELAY_STATE_CHANNEL) : SORI_ECLOSED;
+    chat__cluster_bus_release();
+    return rc;
+}
+
+void chat__relay_stop(void)
+{
+    if (!chat__rl.started) return;
+    uv_mutex_lock(&chat__rl.lock);
+    chat__rl.stop = 1;
+    uv_cond_signal(&chat__rl.cond);
+    uv_mutex_unlock(&chat__rl.lock);
+    uv_thread_join(&chat__rl.thread);
+    chat__rl.started = 0;
+    free(chat__rl.due);
+    chat__rl.due = NULL;
+    chat__rl.ndue = chat__rl.capdue = 0;
+}
+
+/* ---- ordered delivery ---- */
+
+/* Commits m as r's next message: its mentions to the members, the ring,
+ * the fan-out (room lock held). */
+static void chat__relay_commit_locked(chat_room_t *r, chat_msg_t *m)
+{
+    for (uint32_t i = 0; i < m->nmentions; i++) {
+        chat_member_t *mb = map_get(&r->members, m->mentions[i], strlen(m->mentions[i]));
+        if (mb) chat__member_mention(mb, m->seq);
+    }
+    chat__ring_push(r, m);
+    r->committed = m->seq;
+    if (r->seq < m->seq) r->seq = m->seq;
+    chat__publish(r, m);
+}
+
+/* Commits the held messages that follow r->committed (room lock held). */
+static void chat__relay_drain_locked(chat_room_t *r)
+{
+    uint32_t k = 0;
+    while (k < r->nheld && r->held[k]->seq <= r->committed + 1) {
+        if (r->held[k]->seq == r->committed + 1) chat__relay_commit_locked(r, r->held[k]);
+        chat__msg_unref(r->held[k]);
+        k++;
+    }
+    if (k) {
+        memmove(r->held, r->held + k, (r->nheld - k) * sizeof *r->held);
+        r->nheld -= k;
+        r->gap_ms = r->nheld ? chat__now_ms() : 0;
+    }
+}
+
+static void chat__relay_hold_locked(chat_room_t *r, chat_msg_t *m)
+{
+    uint32_t at = r->nheld;
+    while (at > 0 && r->held[at - 1]->seq > m->seq) at--;
+    if (at > 0 && r->held[at - 1]->seq == m->seq) return; /* already held */
+    if (r->nheld == r->capheld) {
+        uint32_t cap = r->capheld ? r->capheld * 2 : 8;
+        chat_msg_t **v = cap <= RELAY_HELD_MAX ? realloc(r->held, cap * sizeof *v) : NULL;
+        if (!v) return; /* the store has it: the fill reads it */
+        r->held = v;
+        r->capheld = cap;
+    }
+    memmove(r->held + at + 1, r->held + at, (r->nheld - at) * sizeof *r->held);
+    r->held[at] = chat__msg_ref(m);
+    r->nheld++;
+    if (!r->gap_ms) r->gap_ms = chat__now_ms();
+    chat__relay_schedule_locked(r, r->gap_ms + RELAY_GAP_MS);
+}
+
+void chat__relay_deliver(chat_msg_t *m)
+{
+    chat_room_t *r = m->room;
+    uv_mutex_lock(&r->lock);
+    if (m->seq == r->committed + 1) {
+        chat__relay_commit_locked(r, m);
+        chat__relay_drain_locked(r);
+    } else if (m->seq > r->committed + 1) {
+        chat__relay_hold_locked(r, m);
+    }
+    uv_mutex_unlock(&r->lock);
+}
+
+/* ---- what a remote or stored message teaches this node ---- */
+
+/* Mentions and attachments of a message from elsewhere, from its event
+ * object: m->mentions for the members' unread counts, upload links so that
+ * readers of the room may fetch the files. */
+static int chat__relay_learn_meta(chat_msg_t *m, json_t *o)
+{
+    json_t *men = json_object_get(o, "mentions"), *at = json_object_get(o, "attachments");
+    size_t n = json_array_size(men), i;
+    json_t *v;
+    if (n) {
+        if (!(m->mentions = calloc(n, sizeof *m->mentions))) return SORI_ENOMEM;
+        json_array_foreach(men, i, v)
+        {
+            const char *name = json_string_value(v);
+            if (name && strlen(name) <= CHAT_USER_MAX && (m->mentions[m->nmentions] = strdup(name)))
+                m->nmentions++;
+        }
+    }
+    if (json_array_size(at)) {
+        uv_mutex_lock(&chat__g.uploads_lock);
+        json_array_foreach(at, i, v)
+        {
+            const char *id = json_string_value(json_object_get(v, "id"));
+            const char *type = json_string_value(json_object_get(v, "type"));
+            if (id && type && strlen(id) < 65)
+                chat__upload_link(id, type, json_integer_value(json_object_get(v, "size")), m->ts, NULL, m->room);
+        }
+        uv_mutex_unlock(&chat__g.uploads_lock);
+    }
+    return 0;
+}
+
+/* The sender's idempotency key, so that a resend to this node gets the
+ * first ack without a store round trip (no lock held). */
+static void chat__relay_learn_idem(const chat_msg_t *m)
+{
+    if (!m->cid) return;
+    chat_user_t *u = chat__user_get(m->from, 0);
+    if (!u) return;
+    uv_mutex_lock(&u->lock);
+    if (!map_get(&u->idem, m->cid, strlen(m->cid))) {
+        chat_idem_t *e = malloc(sizeof *e);
+        if (e) {
+            *e = (chat_idem_t){.room = m->room, .id = m->id, .seq = m->seq, .ts = m->ts, .pending = NULL};
+            if (map_put(&u->idem, m->cid, strlen(m->cid), e)) free(e);
+        }
+    }
+    uv_mutex_unlock(&u->lock);
+}
+
+/* A message object (the event JSON) to a committed message of room r. */
+static chat_msg_t *chat__relay_msg_from_obj(chat_room_t *r, json_t *o)
+{
+    const char *ids = json_string_value(json_object_get(o, "id"));
+    const char *from = json_string_value(json_object_get(o, "from"));
+    json_t *text = json_object_get(o, "text");
+    json_int_t seq = json_integer_value(json_object_get(o, "seq"));
+    if (!ids || !from || !json_is_string(text) || seq <= 0) return NULL;
+    json_t *meta = json_object();
+    json_t *at = json_object_get(o, "attachments"), *men = json_object_get(o, "mentions");
+    if (at) json_object_set(meta, "attachments", at);
+    if (men) json_object_set(meta, "mentions", men);
+    char *metas = json_object_size(meta) ? json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(meta);
+    chat_msg_t *m = chat__msg_new(r, strtoull(ids, NULL, 10), seq, json_integer_value(json_object_get(o, "ts")),
+                                  from, json_string_value(text), json_string_length(text),
+                                  json_string_value(json_object_get(o, "cid")), metas);
+    free(metas);
+    if (!m) return NULL;
+    m->committed = 1;
+    if (chat__relay_learn_meta(m, o)) {
+        chat__msg_unref(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ---- messages committed here ---- */
+
+void chat__relay_committed(chat_msg_t *m)
+{
+    chat_room_t *r = m->room;
+    uv_mutex_lock(&r->lock);
+    m->seq = m->a_seq;
+    if (m->a_id != m->id) { /* an earlier message of this sender and cid: its ack */
+        m->dup = 1;
+        m->id = m->a_id;
+        m->ts = m->a_ts;
+    }
+    m->committed = 1;
+    chat_waiter_t *w = m->waiters;
+    m->waiters = NULL;
+    uv_mutex_unlock(&r->lock);
+    if (!m->dup) {
+        if (chat__msg_encode(m)) {
+            LOG_ERROR("relay", "%s: out of memory encoding seq %lld; other nodes read it from the store", r->id,
+                      (long long)m->seq);
+        } else {
+            char ch[CHAT_ROOM_MAX + 16];
+            chat__relay_channel(ch, sizeof ch, r);
+            int rc = chat__relay_publish(ch, 'm', m->json, m->json_len);
+            if (rc) /* committed and acked: the others read it at their next gap or reconnect */
+                LOG_WARN("relay", "%s seq %lld not published (%s)", r->id, (long long)m->seq, sori_strerror(rc));
+            chat__relay_deliver(m);
+        }
+        metrics_inc(M_MESSAGES_IN);
+    }
+    while (w) {
+        chat_waiter_t *next = w->next;
+        chat__reply_ack(w->s, w->ref, r, m->id, m->seq, m->ts);
+        json_decref(w->ref);
+        chat__session_unref(w->s);
+        free(w);
+        w = next;
+    }
+    if (!m->dup) chat__push_msg(m);
+}
+
+/* ---- events ---- */
+
+void chat__relay_room_event(chat_room_t *r, const chat_msg_t *ev)
+{
+    if (!chat__relay_on()) return;
+    char ch[CHAT_ROOM_MAX + 16];
+    chat__relay_channel(ch, sizeof ch, r);
+    chat__relay_publish(ch, 'e', ev->json, ev->json_len);
+}
+
+void chat__relay_user_event(const chat_user_t *u, const chat_msg_t *ev)
+{
+    if (!chat__relay_on()) return;
+    size_t nl = strlen(u->name);
+    char *p = malloc(nl + 1 + ev->json_len);
+    if (!p) return;
+    memcpy(p, u->name, nl);
+    p[nl] = '\n';
+    memcpy(p + nl + 1, ev->json, ev->json_len);
+    chat__relay_publish(RELAY_STATE_CHANNEL, 'u', p, nl + 1 + ev->json_len);
+    free(p);
+}
+
+/* ---- state ---- */
+
+void chat__relay_state(const store_op_t *ops, size_t n)
+{
+    if (!chat__relay_on() || !n) return;
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const store_op_t *op = &ops[i];
+        json_t *o = NULL;
+        switch (op->kind) {
+        case STORE_OP_USER:
+            o = json_pack("{s:s, s:s, s:I}", "k", "user", "name", op->u.user.name, "created_at",
+                          (json_int_t)op->u.user.created_at);
+            break;
+        case STORE_OP_ACCOUNT:
+            o = json_pack("{s:s, s:s, s:I, s:s?}", "k", "account", "name", op->u.user.name, "created_at",
+                          (json_int_t)op->u.user.created_at, "pw_hash", op->u.user.pw_hash);
+            break;
+        case STORE_OP_ROOM:
+            o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "k", "room", "id", op->u.room.id, "kind", op->u.room.kind,
+                          "title", op->u.room.title ? op->u.room.title : "", "created_at",
+                          (json_int_t)op->u.room.created_at);
+            break;
+        case STORE_OP_MEMBER:
+            o = json_pack("{s:s, s:s, s:s, s:s}", "k", "member", "room", op->u.member.room, "user",
+                          op->u.member.user, "role", op->u.member.role);
+            break;
+        case STORE_OP_MEMBER_DEL:
+            o = json_pack("{s:s, s:s, s:s}", "k", "member_del", "room", op->u.member.room, "user",
+                          op->u.member.user);
+            break;
+        case STORE_OP_READ:
+            o = json_pack("{s:s, s:s, s:s, s:I}", "k", "read", "room", op->u.member.room, "user", op->u.member.user,
+                          "seq", (json_int_t)op->u.member.last_read);
+            break;
+        case STORE_OP_UPLOAD:
+            o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s?}", "k", "upload", "id", op->u.upload.id, "type",
+                          op->u.upload.type, "size", (json_int_t)op->u.upload.size, "created_at",
+                          (json_int_t)op->u.upload.created_at, "user", op->u.upload.user);
+            break;
+        default: /* messages, mentions and upload-room links travel with their message */
+            break;
+        }
+        if (o) json_array_append_new(a, o);
+    }
+    char *text = json_array_size(a) ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    if (text) {
+        int rc = chat__relay_publish(RELAY_STATE_CHANNEL, 's', text, strlen(text));
+        if (rc) LOG_WARN("relay", "a state change was not published (%s)", sori_strerror(rc));
+        free(text);
+    }
+}
+
+static char chat__relay_role(const char *role)
+{
+    return role && role[0] == 'o' ? 'o' : role && role[0] == 'a' ? 'a' : 'm';
+}
+
+static void chat__relay_apply_op(json_t *o)
+{
+    const char *k = json_string_value(json_object_get(o, "k"));
+    if (!k) return;
+    if (!strcmp(k, "user") || !strcmp(k, "account")) {
+        const char *name = json_string_value(json_object_get(o, "name"));
+        if (!name || strlen(name) > CHAT_USER_MAX) return;
+        chat_user_t *u = chat__user_get(name, 1);
+        if (!u) return;
+        uv_mutex_lock(&u->lock);
+        if (!u->created_at) u->created_at = json_integer_value(json_object_get(o, "created_at"));
+        const char *h = json_string_value(json_object_get(o, "pw_hash"));
+        if (h) {
+            char *c = strdup(h);
+            if (c) free(u->pw_hash), u->pw_hash = c;
+        }
+        uv_mutex_unlock(&u->lock);
+        atomic_store(&u->known, 1);
+        return;
+    }
+    if (!strcmp(k, "upload")) {
+        const char *id = json_string_value(json_object_get(o, "id")), *type = json_string_value(json_object_get(o, "type"));
+        const char *user = json_string_value(json_object_get(o, "user"));
+        chat_user_t *u = user ? chat__user_get(user, 1) : NULL;
+        if (!id || !type || strlen(id) >= 65) return;
+        uv_mutex_lock(&chat__g.uploads_lock);
+        chat__upload_link(id, type, json_integer_value(json_object_get(o, "size")),
+                          json_integer_value(json_object_get(o, "created_at")), u, NULL);
+        uv_mutex_unlock(&chat__g.uploads_lock);
+        return;
+    }
+    if (!strcmp(k, "room")) {
+        const char *id = json_string_value(json_object_get(o, "id")), *kind = json_string_value(json_object_get(o, "kind"));
+        if (!id || !kind || !chat_valid_room(id)) return;
+        int created;
+        chat__room_create(id, !strcmp(kind, "public") ? 'p' : !strcmp(kind, "dm") ? 'd' : 'r',
+                          json_string_value(json_object_get(o, "title")),
+                          json_integer_value(json_object_get(o, "created_at")), &created);
+        return;
+    }
+    const char *room = json_string_value(json_object_get(o, "room")), *user = json_string_value(json_object_get(o, "user"));
+    chat_room_t *r = room ? chat__room_get(room) : NULL;
+    chat_user_t *u = user && strlen(user) <= CHAT_USER_MAX ? chat__user_get(user, 1) : NULL;
+    if (!r || !u) return;
+    atomic_store(&u->known, 1);
+    if (!strcmp(k, "member")) {
+        int added = 0;
+        uv_mutex_lock(&u->lock);
+        uv_mutex_lock(&r->lock);
+        chat_member_t *m = map_get(&r->members, u->name, strlen(u->name));
+        if (m) {
+            m->role = chat__relay_role(json_string_value(json_object_get(o, "role")));
+        } else if ((m = calloc(1, sizeof *m))) {
+            m->role = chat__relay_role(json_string_value(json_object_get(o, "role")));
+            if (map_put(&r->members, u->name, strlen(u->name), m)) {
+                free(m);
+            } else if (map_put(&u->rooms, r->id, strlen(r->id), r)) {
+                chat__member_free(map_del(&r->members, u->name, strlen(u->name)));
+            } else {
+                added = 1;
+            }
+        }
+        uv_mutex_unlock(&r->lock);
+        uv_mutex_unlock(&u->lock);
+        /* as on the origin: every connection of a dm's member has the room */
+        if (added && r->kind == 'd') chat__user_subscribe(u, r, 1);
+    } else if (!strcmp(k, "member_del")) {
+        uv_mutex_lock(&u->lock);
+        uv_mutex_lock(&r->lock);
+        chat__member_free(map_del(&r->members, u->name, strlen(u->name)));
+        map_del(&u->rooms, r->id, strlen(r->id));
+        uv_mutex_unlock(&r->lock);
+        uv_mutex_unlock(&u->lock);
+        chat__user_subscribe(u, r, 0);
+    } else if (!strcmp(k, "read")) {
+        int64_t seq = json_integer_value(json_object_get(o, "seq"));
+        uv_mutex_lock(&r->lock);
+        chat_member_t *m = map_get(&r->members, u->name, strlen(u->name));
+        if (m && seq > m->last_read) {
+            m->last_read = seq;
+            chat__member_read(m, seq);
+        }
+        uv_mutex_unlock(&r->lock);
+    }
+}
+
+/* ---- remote traffic (bus thread) ---- */
+
+static void chat__relay_room_message(chat_room_t *r, char kind, const char *data, size_t len)
+{
+    if (kind == 'e') {
+        chat_msg_t *ev = chat__event_text_new(data, len);
+        if (!ev) return;
+        ev->room = r;
+        chat__publish(r, ev); /* to every local subscriber (events need no lock) */
+        chat__msg_unref(ev);
+        return;
+    }
+    if (kind != 'm') return;
+    json_t *o = json_loadb(data, len, 0, NULL);
+    chat_msg_t *m = o ? chat__relay_msg_from_obj(r, o) : NULL;
+    json_decref(o);
+    if (!m) {
+        LOG_WARN("relay", "%s: a malformed message from the bus was dropped", r->id);
+        return;
+    }
+    chat__relay_learn_idem(m);
+    chat__relay_deliver(m);
+    chat__msg_unref(m);
+}
+
+static void chat__relay_state_message(char kind, const char *data, size_t len)
+{
+    if (kind == 'u') {
+        const char *nl = memchr(data, '\n', len);
+        if (!nl || nl == data || (size_t)(nl - data) > CHAT_USER_MAX) return;
+        char name[CHAT_USER_MAX + 1];
+        memcpy(name, data, (size_t)(nl - data));
+        name[nl - data] = 0;
+        chat_user_t *u = chat__user_get(name, 0);
+        if (!u) return;
+        chat_msg_t *ev = chat__event_text_new(nl + 1, len - (size_t)(nl + 1 - data));
+        if (!ev) return;
+        chat__user_event_local(u, ev);
+        chat__msg_unref(ev);
+        return;
+    }
+    if (kind != 's') return;
+    json_t *a = json_loadb(data, len, 0, NULL);
+    size_t i;
+    json_t *o;
+    json_array_foreach(a, i, o) chat__relay_apply_op(o);
+    json_decref(a);
+}
+
+void chat__relay_on_message(int origin, const char *channel, const char *data, size_t len)
+{
+    (void)origin;
+    if (!len) return;
+    if (!strcmp(channel, RELAY_STATE_CHANNEL)) {
+        chat__relay_state_message(data[0], data + 1, len - 1);
+    } else if (!strncmp(channel, "chatroom-", 9)) {
+        chat_room_t *r = chat__room_get(channel + 9);
+        if (r) chat__relay_room_message(r, data[0], data + 1, len - 1); /* else its state notice is late: the
+                                                                           * room's first join reads the store */
+    }
+}
+
+/* ---- channels ---- */
+
+void chat__relay_watch_locked(chat_room_t *r, int on)
+{
+    char ch[CHAT_ROOM_MAX + 16];
+    chat__relay_channel(ch, sizeof ch, r);
+    struct bus *b = chat__cluster_bus_hold();
+    if (b) {
+        if (on)
+            bus_subscribe(b, ch);
+        else
+            bus_unsubscribe(b, ch);
+    }
+    chat__cluster_bus_release();
+    if (on)
+        chat__relay_schedule_locked(r, chat__now_ms() + RELAY_SUB_FILL_MS);
+    else
+        r->synced = r->warm = 0; /* unwatched, the room goes stale here */
+}
+
+static void chat__relay_refill(const char *k, size_t kl, void *v, void *arg)
+{
+    (void)k, (void)kl, (void)arg;
+    chat_room_t *r = v;
+    uv_mutex_lock(&r->lock);
+    if (r->nlocal) chat__relay_schedule_locked(r, chat__now_ms());
+    uv_mutex_unlock(&r->lock);
+}
+
+static void chat__relay_unsync(const char *k, size_t kl, void *v, void *arg)
+{
+    (void)k, (void)kl, (void)arg;
+    chat_room_t *r = v;
+    uv_mutex_lock(&r->lock);
+    r->synced = 0;
+    uv_mutex_unlock(&r->lock);
+}
+
+void chat__relay_on_down(void)
+{
+    /* what others publish meanwhile is lost to us: joins read the store */
+    chat__rooms_foreach(chat__relay_unsync, NULL);
+}
+
+void chat__relay_on_up(void)
+{
+    /* publishes made while our link was down never reached us */
+    chat__rooms_foreach(chat__relay_refill, NULL);
+}
+
+/* ---- reads of the store: fills (after committed, in order) and syncs
+ * (a cold room's newest ring, then a continuation) ---- */
+
+typedef struct {
+    store_read_t rd;
+    chat_room_t *room;
+    int sync;
+    /* a sync's continuation, run on s's worker */
+    chat_session_t *s;
+    json_t *ref;
+    chat_relay_cont_fn cont;
+    int64_t args[3];
+    chat_msg_t **msgs;
+    int n, cap;
+} chat_relay_read_t;
+
+static int chat__relay_read_row(void *arg, const store_msg_t *sm)
+{
+    chat_relay_read_t *rr = arg;
+    if (rr->n == rr->cap) {
+        int cap = rr->cap ? rr->cap * 2 : 64;
+        chat_msg_t **v = realloc(rr->msgs, (size_t)cap * sizeof *v);
+        if (!v) return SORI_ENOMEM;
+        rr->msgs = v;
+        rr->cap = cap;
+    }
+    chat_msg_t *m =
+        chat__msg_new(rr->room, sm->id, sm->seq, sm->ts, sm->from, sm->text, sm->text_len, sm->cid, sm->meta);
+    if (!m) return SORI_ENOMEM;
+    m->committed = 1;
+    if (sm->meta) {
+        json_t *o = json_loads(sm->meta, 0, NULL);
+        if (o) chat__relay_learn_meta(m, o);
+        json_decref(o);
+    }
+    rr->msgs[rr->n++] = m;
+    return 0;
+}
+
+static void chat__relay_read_free(chat_relay_read_t *rr)
+{
+    for (int i = 0; i < rr->n; i++) chat__msg_unref(rr->msgs[i]);
+    free(rr->msgs);
+    json_decref(rr->ref);
+    if (rr->s) chat__session_unref(rr->s);
+    free(rr);
+}
+
+static void chat__relay_cont_task(net_worker_t *w, void *arg)
+{
+    (void)w;
+    chat_relay_read_t *rr = arg;
+    if (!rr->s->closed) rr->cont(rr->s, rr->ref, rr->room, rr->args);
+    chat__relay_read_free(rr);
+}
+
+/* A sync's rows (the room's newest, ascending) into r (room lock held):
+ * those that follow committed are delivered; a jump past it resets the
+ * ring without a fan-out (the room was not watched: nobody here was live). */
+static void chat__relay_sync_apply_locked(chat_room_t *r, chat_relay_read_t *rr)
+{
+    if (!rr->n || rr->msgs[rr->n - 1]->seq <= r->committed) return;
+    if (rr->msgs[0]->seq > r->committed + 1) {
+        int live = r->warm; /* watched all along (a long bus outage): the live get what we have */
+        for (uint32_t i = 0; i < r->ring_n; i++) chat__msg_unref(r->ring[(r->ring_head + i) % r->ring_cap]);
+        r->ring_n = r->ring_head = 0;
+        for (int i = 0; i < rr->n; i++) {
+            chat__ring_push(r, rr->msgs[i]);
+            for (uint32_t k = 0; k < rr->msgs[i]->nmentions; k++) {
+                chat_member_t *mb = map_get(&r->members, rr->msgs[i]->mentions[k], strlen(rr->msgs[i]->mentions[k]));
+                if (mb) chat__member_mention(mb, rr->msgs[i]->seq);
+            }
+        }
+        r->committed = rr->msgs[rr->n - 1]->seq;
+        if (r->seq < r->committed) r->seq = r->committed;
+        for (int i = 0; live && i < rr->n; i++) chat__publish(r, rr->msgs[i]);
+    } else {
+        for (int i = 0; i < rr->n; i++)
+            if (rr->msgs[i]->seq == r->committed + 1) chat__relay_commit_locked(r, rr->msgs[i]);
+    }
+    chat__relay_drain_locked(r);
+}
+
+static void chat__relay_read_run(store_read_t *rd, const store_type_t *type, store_backend_t *b)
+{
+    chat_relay_read_t *rr = rd->arg;
+    chat_room_t *r = rr->room;
+    if (!b) { /* the store is closing */
+        uv_mutex_lock(&r->lock);
+        if (!rr->sync) r->fill = 0;
+        uv_mutex_unlock(&r->lock);
+        chat__relay_read_free(rr);
+        return;
+    }
+    uv_mutex_lock(&r->lock);
+    int64_t after = r->committed;
+    /* a scheduled read of a room not yet read since it is watched is a sync
+     * too: a dm's connections start live from the latest, as on one node */
+    int sync = rr->sync || !r->warm;
+    if (!rr->sync) r->fill = 0; /* from here a new gap schedules another read */
+    uv_mutex_unlock(&r->lock);
+    store_range_t q = {.room = r->id, .after = sync ? 0 : after, .limit = sync ? (chat__g.cfg.ring > 0 ? chat__g.cfg.ring : 1) : RELAY_FILL_PAGE,
+                       .newest_first = sync};
+    int got = type->range(b, &q, chat__relay_read_row, rr);
+    if (got < 0) LOG_WARN("relay", "%s: reading the store failed; retried", r->id);
+    for (int i = 0; i < rr->n; i++) chat__relay_learn_idem(rr->msgs[i]);
+    uv_mutex_lock(&r->lock);
+    if (sync) {
+        chat__relay_sync_apply_locked(r, rr);
+        if (got >= 0 && r->nlocal) r->synced = r->warm = 1;
+        if (r->nheld) chat__relay_schedule_locked(r, chat__now_ms() + RELAY_GAP_MS);
+    } else {
+        for (int i = 0; i < rr->n; i++)
+            if (rr->msgs[i]->seq == r->committed + 1) chat__relay_commit_locked(r, rr->msgs[i]);
+        chat__relay_drain_locked(r);
+        if (got >= 0 && got < RELAY_FILL_PAGE && r->nheld && r->held[0]->seq > r->committed + 1) {
+            /* the store has nothing before the held message: move past */
+            LOG_WARN("relay", "%s: seqs %lld..%lld are not in the store; skipped", r->id,
+                     (long long)r->committed + 1, (long long)r->held[0]->seq - 1);
+            r->committed = r->held[0]->seq - 1;
+            chat__relay_drain_locked(r);
+        }
+        if (got < 0 || got == RELAY_FILL_PAGE || r->nheld)
+            chat__relay_schedule_locked(r, chat__now_ms() + (got < 0 ? 1000 : got == RELAY_FILL_PAGE ? 0 : RELAY_GAP_MS));
+        else if (r->nlocal && chat_cluster_up())
+            r->synced = 1; /* caught up after the bus came back */
+    }
+    uv_mutex_unlock(&r->lock);
+    if (rr->sync && rr->s) {
+        if (!net_worker_post(net_worker_get(rr->s->worker), chat__relay_cont_task, rr)) return;
+    }
+    chat__relay_read_free(rr);
+}
+
+static void chat__relay_fill_start(chat_room_t *r)
+{
+    chat_relay_read_t *rr = calloc(1, sizeof *rr);
+    if (!rr) {
+        uv_mutex_lock(&r->lock);
+        r->fill = 0;
+        chat__relay_schedule_locked(r, chat__now_ms() + 1000);
+        uv_mutex_unlock(&r->lock);
+        return;
+    }
+    rr->room = r;
+    rr->rd.run = chat__relay_read_run;
+    rr->rd.arg = rr;
+    store_read(chat__g.store, &rr->rd);
+}
+
+int chat__relay_sync(chat_room_t *r, chat_session_t *s, json_t *ref, chat_relay_cont_fn cont, const int64_t args[3])
+{
+    if (!chat__relay_on()) return -1;
+    uv_mutex_lock(&r->lock);
+    int synced = r->synced;
+    uv_mutex_unlock(&r->lock);
+    if (synced) return -1;
+    chat_relay_read_t *rr = calloc(1, sizeof *rr);
+    if (!rr) return -1;
+    rr->room = r;
+    rr->sync = 1;
+    rr->s = chat__session_ref(s);
+    rr->ref = chat__ref_hold(ref);
+    rr->cont = cont;
+    memcpy(rr->args, args, sizeof rr->args);
+    rr->rd.run = chat__relay_read_run;
+    rr->rd.arg = rr;
+    store_read(chat__g.store, &rr->rd);
+    return 0;
+}
