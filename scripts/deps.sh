@@ -15,6 +15,9 @@ PKGS=(
   chromium
   # scripts/pg-test.sh: a throw-away server for the PostgreSQL store tests
   postgresql
+  # cluster tests: tests/cluster/nginx.py runs /usr/sbin/nginx with deploy/nginx.conf
+  # in a temp prefix (the package's own system service is never used)
+  nginx
 )
 
 missing=()

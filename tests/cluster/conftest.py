@@ -53,3 +53,28 @@ def cluster(tmp_path):
 
     yield make
     _finish_all(started)
+
+
+@pytest.fixture
+def nginx(tmp_path, cluster):
+    """nginx(nodes): a real nginx, configured by deploy/nginx.conf, in front
+    of those nodes on a free loopback port; returns it running (url, ws_url
+    and http() like a Server's; tests/cluster/nginx.py). Stopped by its PID
+    at the end, before the cluster's nodes (it depends on that fixture)."""
+    from nginx import Nginx  # here: nginx.py imports this file
+    started = []
+
+    def make(nodes):
+        n = Nginx(tmp_path / ("nginx%d" % len(started)), nodes)
+        started.append(n)
+        return n.start()
+
+    yield make
+    first = None
+    for n in started:
+        try:
+            n.stop()
+        except BaseException as e:  # noqa: B902 - re-raised below
+            first = first or e
+    if first:
+        raise first
