@@ -126,6 +126,9 @@ if build release all unit; then
   note "store on postgresql (release)"; store_pg build "store on postgresql (release)"
   integration build/sori "integration (release)"
   integration build/sori "integration on postgresql (release)" scripts/pg-test.sh
+  # the same suite with every server a cluster node (--redis): the cluster's paths
+  integration build/sori "integration as cluster nodes (release)" env SORI_TEST_CLUSTER=1 \
+    scripts/pg-test.sh scripts/redis-test.sh
   cluster build/sori "cluster (release)"
   e2e build/sori "browser (release)"
 fi

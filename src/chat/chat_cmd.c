@@ -112,7 +112,7 @@ static json_t *chat__member_event(chat_room_t *r, const char *user, const char *
 /* ---- join, leave, part ---- */
 
 /* The end of a join (args: since, fresh), once the room is up to date. */
-static void chat__join_catchup(chat_session_t *s, json_t *ref, chat_room_t *r, const int64_t args[3])
+static void chat__join_catchup(chat_session_t *s, json_t *ref, chat_room_t *r, const int64_t args[4])
 {
     int64_t since = args[0];
     chat_sub_t *sub = chat__sub_find(s, r);
@@ -124,8 +124,10 @@ static void chat__join_catchup(chat_session_t *s, json_t *ref, chat_room_t *r, c
         sub->last_seq = since < r->committed ? since : r->committed;
         uv_mutex_unlock(&r->lock);
     } else if (args[1]) {
+        /* after a cluster's read of a cold room, from what the store had
+         * then: what was delivered meanwhile came after the join */
         uv_mutex_lock(&r->lock);
-        sub->last_seq = r->committed;
+        sub->last_seq = args[3] >= 0 && args[3] < r->committed ? args[3] : r->committed;
         uv_mutex_unlock(&r->lock);
     }
     chat__catchup(sub, ref, 1);
@@ -174,7 +176,7 @@ void chat_join(chat_session_t *s, json_t *ref, const char *room, int64_t since)
     }
     sub->joined = 1;
     sub->catching_up = 1;
-    int64_t args[3] = {since, fresh, 0};
+    int64_t args[4] = {since, fresh, 0, -1};
     if (chat__relay_sync(r, s, ref, chat__join_catchup, args) == 0) return; /* a cold cluster room: read first */
     chat__join_catchup(s, ref, r, args);
 }
@@ -298,6 +300,11 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
     if (chat__relay_on() && !chat_cluster_up()) {
         uv_mutex_unlock(&u->lock);
         chat__error(s, ref, "unavailable", "The cluster's bus (Redis) is not reachable; try again.");
+        return;
+    }
+    if (store_failing(chat__g.store)) { /* commits are being retried: fail fast, nothing is acked */
+        uv_mutex_unlock(&u->lock);
+        chat__error(s, ref, "unavailable", "The store is not available; try again.");
         return;
     }
     int cl = chat__relay_on(); /* the store assigns the seq; delivery waits for the commit */
@@ -540,20 +547,20 @@ static void chat__hread_run(store_read_t *rd, const store_type_t *type, store_ba
     free(h);
 }
 
-static void chat__history_run(chat_session_t *s, json_t *ref, chat_room_t *r, const int64_t args[3]);
+static void chat__history_run(chat_session_t *s, json_t *ref, chat_room_t *r, const int64_t args[4]);
 
 void chat_history(chat_session_t *s, json_t *ref, const char *room, int64_t before, int64_t after,
                   int limit)
 {
     chat_room_t *r = chat__visible_room(s, ref, room);
     if (!r) return;
-    int64_t args[3] = {before, after, limit};
+    int64_t args[4] = {before, after, limit, -1};
     if (chat__relay_sync(r, s, ref, chat__history_run, args) == 0) return; /* a cold cluster room: read first */
     chat__history_run(s, ref, r, args);
 }
 
 /* args: before, after, limit */
-static void chat__history_run(chat_session_t *s, json_t *ref, chat_room_t *r, const int64_t args[3])
+static void chat__history_run(chat_session_t *s, json_t *ref, chat_room_t *r, const int64_t args[4])
 {
     int64_t before = args[0], after = args[1];
     int limit = (int)args[2];

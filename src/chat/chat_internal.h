@@ -226,9 +226,10 @@ void chat__relay_watch_locked(chat_room_t *r, int on);
  * (its newest ring) before a join's catch-up or a history runs on it:
  * returns 0 when it took over (cont(s, ref, r, args) then runs on s's
  * worker unless s closed), -1 when the caller goes on now (one node, a
- * synced room, no memory). */
-typedef void (*chat_relay_cont_fn)(chat_session_t *s, json_t *ref, chat_room_t *r, const int64_t args[3]);
-int chat__relay_sync(chat_room_t *r, chat_session_t *s, json_t *ref, chat_relay_cont_fn cont, const int64_t args[3]);
+ * synced room, no memory). args[3] is set for cont: the room's latest seq
+ * in the store as the read saw it (the point a fresh join starts from). */
+typedef void (*chat_relay_cont_fn)(chat_session_t *s, json_t *ref, chat_room_t *r, const int64_t args[4]);
+int chat__relay_sync(chat_room_t *r, chat_session_t *s, json_t *ref, chat_relay_cont_fn cont, const int64_t args[4]);
 /* The relay's timer thread (chat_cluster.c starts and stops it). */
 int chat__relay_start(void);
 void chat__relay_stop(void);

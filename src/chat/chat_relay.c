@@ -641,7 +641,8 @@ typedef struct {
     chat_session_t *s;
     json_t *ref;
     chat_relay_cont_fn cont;
-    int64_t args[3];
+    int64_t args[4];
+    uint64_t mark; /* an id taken when the command ran */
     chat_msg_t **msgs;
     int n, cap;
 } chat_relay_read_t;
@@ -759,6 +760,11 @@ static void chat__relay_read_run(store_read_t *rd, const store_type_t *type, sto
     }
     uv_mutex_unlock(&r->lock);
     if (rr->sync && rr->s) {
+        /* the join point: what precedes the first message sent after the
+         * command (ids grow with time; exact for this node's own) */
+        int k = 0;
+        while (k < rr->n && rr->msgs[k]->id < rr->mark) k++;
+        rr->args[3] = got < 0 ? -1 : k ? rr->msgs[k - 1]->seq : rr->n ? rr->msgs[0]->seq - 1 : 0;
         if (!net_worker_post(net_worker_get(rr->s->worker), chat__relay_cont_task, rr)) return;
     }
     chat__relay_read_free(rr);
@@ -780,7 +786,7 @@ static void chat__relay_fill_start(chat_room_t *r)
     store_read(chat__g.store, &rr->rd);
 }
 
-int chat__relay_sync(chat_room_t *r, chat_session_t *s, json_t *ref, chat_relay_cont_fn cont, const int64_t args[3])
+int chat__relay_sync(chat_room_t *r, chat_session_t *s, json_t *ref, chat_relay_cont_fn cont, const int64_t args[4])
 {
     if (!chat__relay_on()) return -1;
     uv_mutex_lock(&r->lock);
@@ -795,6 +801,7 @@ int chat__relay_sync(chat_room_t *r, chat_session_t *s, json_t *ref, chat_relay_
     rr->ref = chat__ref_hold(ref);
     rr->cont = cont;
     memcpy(rr->args, args, sizeof rr->args);
+    rr->mark = chat__next_id(chat__now_ms());
     rr->rd.run = chat__relay_read_run;
     rr->rd.arg = rr;
     store_read(chat__g.store, &rr->rd);

@@ -3,6 +3,8 @@
 concurrent senders on different nodes, room events and state changes across
 nodes, idempotent resends to another node, catch-up after a node is killed."""
 import asyncio
+import os
+import subprocess
 
 from chatclient import connect, run, uniq
 from conftest import SLOW
@@ -177,3 +179,107 @@ def test_catch_up_after_node_killed(cluster):
         rest = await again.messages(len(acked) - 5, timeout=5 * SLOW, room=room)
         assert [m["seq"] for m in rest] == acked[5:]
     run(go())
+
+
+async def traffic(clients, room, stop, acked, refused):
+    """Each client sends until stop is set; acked gets (seq, text) of every
+    ack, refused counts `unavailable` answers (the only error allowed)."""
+    async def one(c, k):
+        i = 0
+        while not stop.is_set():
+            text = "%d-%d" % (k, i)
+            i += 1
+            try:
+                r = await c.rpc({"type": "send", "room": room, "text": text, "cid": text}, timeout=15 * SLOW)
+            except Exception:
+                return              # connection lost: what it had acked is in acked
+            if r["type"] == "ack":
+                acked.append((r["seq"], text))
+            else:
+                assert r["code"] == "unavailable", r
+                refused.append(text)
+                await asyncio.sleep(0.05)
+    await asyncio.gather(*(one(c, k) for k, c in enumerate(clients)))
+
+
+async def outage(a, b, ctl_stop, ctl_start, down_s=1.5):
+    """Traffic from both nodes into one room while ctl_stop() .. ctl_start()
+    takes a shared server away; then every acked message is in the history
+    and was delivered to a reader on each node, once and in order."""
+    room = uniq("r")
+    owner = await connect(a, uniq("o"))
+    await owner.ok({"type": "create", "room": room, "kind": "public"}, "created")
+    senders = [await connect(n, uniq("s")) for n in (a, b, a, b)]
+    readers = [await connect(a, uniq("ra")), await connect(b, uniq("rb"))]
+    await join_all(senders + readers, room)
+    stop, acked, refused = asyncio.Event(), [], []
+    task = asyncio.ensure_future(traffic(senders, room, stop, acked, refused))
+    await asyncio.sleep(0.5)
+    n_before = len(acked)
+    await asyncio.get_running_loop().run_in_executor(None, ctl_stop)
+    # while it is down a send is refused with unavailable (the senders above
+    # may instead be waiting for a commit being retried: that is not lost)
+    probe = await connect(b, uniq("p"))
+    await settled(probe, {"type": "join", "room": room}, "joined", codes=())
+    end = asyncio.get_running_loop().time() + 10 * SLOW
+    for i in range(1000):
+        r = await probe.rpc({"type": "send", "room": room, "text": "probe%d" % i}, timeout=15 * SLOW)
+        if r["type"] == "error" or asyncio.get_running_loop().time() > end:
+            break
+        acked.append((r["seq"], "probe%d" % i))
+        await asyncio.sleep(0.1)
+    assert r["type"] == "error" and r["code"] == "unavailable", r
+    await asyncio.sleep(down_s)
+    await asyncio.get_running_loop().run_in_executor(None, ctl_start)
+    # traffic goes on until sends are acked again on both nodes
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 30 * SLOW
+    while loop.time() < end and len(acked) < n_before + 40:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    stop.set()
+    await task
+    assert len(acked) >= n_before + 40, "sends did not recover (%d acked, %d refused)" % (len(acked), len(refused))
+    seqs = sorted(s for s, _ in acked)
+    assert len(set(seqs)) == len(seqs)                     # no seq acked twice
+    want = dict(acked)
+    # nothing acked is lost: each reader got every acked message in seq order
+    top = seqs[-1]
+    for r in readers:
+        got = []
+        while not got or got[-1]["seq"] < top:
+            got += await r.messages(1, timeout=15 * SLOW, room=room)
+        s = [m["seq"] for m in got]
+        assert s == sorted(set(s)), "out of order or duplicated on %s" % r.user
+        texts = {m["seq"]: m["text"] for m in got}
+        for seq, text in want.items():
+            assert texts.get(seq) == text, (r.user, seq, text)
+    # and the store has them all (history from the other node, paged)
+    hist, before = {}, None
+    while True:
+        cmd = {"type": "history", "room": room, "limit": 100}
+        if before:
+            cmd["before"] = before
+        h = await readers[1].ok(cmd, "history")
+        for m in h["messages"]:
+            hist[m["seq"]] = m["text"]
+        if not h["has_more"] or not h["messages"]:
+            break
+        before = h["messages"][0]["seq"]
+    for seq, text in want.items():
+        assert hist.get(seq) == text
+    return len(acked), len(refused)
+
+
+def test_redis_restart_during_traffic(cluster):
+    ctl = os.environ["SORI_REDIS_CTL"]
+    a, b = cluster(2)
+    run(outage(a, b, lambda: subprocess.run([ctl, "--stop"], check=True, timeout=30),
+               lambda: subprocess.run([ctl, "--start"], check=True, timeout=30)), timeout=90 * SLOW)
+
+
+def test_postgresql_restart_during_traffic(cluster):
+    ctl = os.environ["SORI_PG_CTL"]
+    a, b = cluster(2)
+    run(outage(a, b, lambda: subprocess.run([ctl, "stop"], check=True, timeout=60),
+               lambda: subprocess.run([ctl, "start"], check=True, timeout=60)), timeout=120 * SLOW)

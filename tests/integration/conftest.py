@@ -34,6 +34,14 @@ SLOW = 3 if os.path.basename(os.path.dirname(SORI_BIN)) in ("asan", "tsan") else
 # suite runs against the PostgreSQL store as well.
 PG = os.environ.get("SORI_STORE_TYPE") == "postgresql"
 _pg_dbs = itertools.count(1)
+# SORI_TEST_CLUSTER=1 (under scripts/pg-test.sh and scripts/redis-test.sh):
+# every server is a cluster node (--redis, a node id unique in the run), so
+# the whole suite runs through the cluster's paths: seqs assigned by the
+# store, delivery through the relay, state published on the bus.
+CLUSTER = os.environ.get("SORI_TEST_CLUSTER") == "1"
+_node_ids = itertools.cycle(range(100, 1024))  # --node-id is 0-1023
+# a cluster refuses --durability async (docs/OPERATIONS.md "Cluster mode")
+needs_async = pytest.mark.skipif(CLUSTER, reason="--durability async is refused with --redis")
 
 
 def pg_database():
@@ -53,6 +61,7 @@ class Server:
         self.allow_guests = allow_guests
         self.proc = None
         self.port = None
+        self.node_id = "0"  # --node-id
         self.stdout_line = ""
 
     def start(self):
@@ -62,6 +71,9 @@ class Server:
             cmd.append("--allow-guests")
         if self.db:
             cmd += ["--db", self.db]
+        if CLUSTER and "--redis" not in self.args:
+            self.node_id = str(next(_node_ids))
+            cmd += ["--redis", os.environ["SORI_REDIS_URL"], "--node-id", self.node_id]
         cmd += list(self.args)
         self.stderr = open(self.stderr_path, "ab")
         env = dict(os.environ)

@@ -64,7 +64,7 @@ def test_hello_fields_and_ping(server):
         h = c.hello
         assert set(h) == {"type", "user", "session", "node", "heartbeat_ms", "server_time"}, h
         assert h["user"] == name and isinstance(h["session"], str) and h["session"]
-        assert h["node"] == "0" and h["heartbeat_ms"] == 25000
+        assert h["node"] == server.node_id and h["heartbeat_ms"] == 25000
         assert abs(h["server_time"] - now_ms()) < 60000
         r = await c.rpc({"type": "ping", "ref": "p-1"})
         assert r == {"type": "pong", "ref": "p-1"}

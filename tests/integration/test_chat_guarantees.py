@@ -9,7 +9,7 @@ import pathlib
 import pytest
 
 from chatclient import QUIET, T, connect, run, uniq
-from conftest import SLOW, Server, _finish_all
+from conftest import SLOW, Server, _finish_all, needs_async
 from wsraw import OP_CLOSE, OP_TEXT, Closed, RawWS, parse_close
 
 FAST = ("--rate", "1000000", "--burst", "1000000")  # no rate limiting in load tests
@@ -508,6 +508,7 @@ def test_sigterm_restart_keeps_rooms_members_roles_reads(make_server, restart):
 ASYNC = ("--durability", "async", "--flush-ms", "200")
 
 
+@needs_async
 def test_async_acks_and_clean_restart_keeps_all(make_server, restart):
     """§5.2 async: acks come at once; after a clean SIGTERM (which commits
     what is queued) every acked message is in the history."""
@@ -534,6 +535,7 @@ def test_async_acks_and_clean_restart_keeps_all(make_server, restart):
     run(after(), timeout=20 * SLOW)
 
 
+@needs_async
 def test_async_kill9_loses_at_most_the_flush_window(make_server, restart):
     """§5.2 async: after kill -9, what was acked more than a flush window
     before the crash is there; at most the last window is lost; the kept
@@ -578,6 +580,7 @@ def test_async_kill9_loses_at_most_the_flush_window(make_server, restart):
     run(after(), timeout=20 * SLOW)
 
 
+@needs_async
 def test_async_first_dm_delivered(make_server):
     """§3 (dm) under async durability: the very first direct message (which
     creates the dm room and commits at once) reaches every connection of
@@ -598,6 +601,7 @@ def test_async_first_dm_delivered(make_server):
 ASYNC_RING = ("--durability", "async", "--flush-ms", "1000", "--room-ring", "16")
 
 
+@needs_async
 def test_async_catchup_older_than_ring_before_flush(make_server):
     """§5.3 with --durability async: join with since older than the ring,
     right after the messages were acked (before the flush), still returns
@@ -617,6 +621,7 @@ def test_async_catchup_older_than_ring_before_flush(make_server):
     run(go())
 
 
+@needs_async
 def test_async_history_right_after_ack(make_server):
     """§5.2 "a message that was acked is in the room's history", async mode:
     history asked right after the acks (before the flush) has them all."""

@@ -521,4 +521,4 @@ def test_metrics_are_prometheus_text(server):
 
 def test_discover_names_this_node(server):
     st, _, b = call(server, "GET", "/api/discover")
-    assert st == 200 and b == {"ws": "ws://127.0.0.1:%d/ws" % server.port, "node": "0"}
+    assert st == 200 and b == {"ws": "ws://127.0.0.1:%d/ws" % server.port, "node": server.node_id}
