@@ -82,6 +82,7 @@ static int chat__add_member(chat_room_t *r, chat_user_t *u, char role, store_op_
             rc = SORI_ENOMEM;
         } else {
             m->role = role;
+            m->added_ms = chat__now_ms();
             rc = 1;
         }
     }

@@ -51,6 +51,7 @@ typedef struct {
     char role;         /* 'o' owner, 'a' admin, 'm' member */
     uint32_t nment;    /* unread mentions of this member: their seqs, ascending */
     int64_t last_read;
+    int64_t added_ms;  /* when this node learned of the membership (cluster resync) */
     int64_t *ment;     /* at most CHAT_MENTIONS_KEPT (the oldest are dropped) */
 } chat_member_t;
 

@@ -23,7 +23,7 @@ static void chat__push_one(const char *kind, const char *name, chat_msg_t *m)
     chat_user_t *u = chat__user_get(name, 0);
     if (!u) return;
     uv_mutex_lock(&u->lock);
-    int offline = u->nsessions == 0;
+    int offline = u->nsessions == 0 && u->nrnodes == 0; /* in a cluster: on no node */
     uv_mutex_unlock(&u->lock);
     if (offline)
         push_enqueue(kind, u->name, m->room->id, m->from, m->id, m->seq, m->ts, m->text, m->text_len);

@@ -21,6 +21,11 @@
  * one more read collects what was published before Redis confirmed it; after
  * the bus comes back every watched room is read from its committed seq on.
  *
+ * State notices lost while the bus was down are made up for when it comes
+ * back: users, rooms, memberships and uploads are read again from the store
+ * and applied like notices, and memberships the store no longer has are
+ * dropped (chat__relay_on_up).
+ *
  * Payloads: 'm' + the message's event JSON (as clients get it), 'e' + a
  * room event's JSON on the room's channel; on "sori:state", 's' + a JSON
  * array of committed state ops, 'u' + user name + '\n' + a user event's JSON.
@@ -486,6 +491,7 @@ static void chat__relay_apply_op(json_t *o)
             m->role = chat__relay_role(json_string_value(json_object_get(o, "role")));
         } else if ((m = calloc(1, sizeof *m))) {
             m->role = chat__relay_role(json_string_value(json_object_get(o, "role")));
+            m->added_ms = chat__now_ms();
             if (map_put(&r->members, u->name, strlen(u->name), m)) {
                 free(m);
             } else if (map_put(&u->rooms, r->id, strlen(r->id), r)) {
@@ -624,10 +630,145 @@ void chat__relay_on_down(void)
     chat__rooms_foreach(chat__relay_unsync, NULL);
 }
 
+/* ---- state resync: after the bus comes back, the state notices of the
+ * outage are lost; users, rooms, memberships and uploads are read again
+ * from the store (one REPEATABLE READ snapshot) and applied like notices;
+ * memberships this node knew of before the read began and the store no
+ * longer has are dropped (kicks and parts of the outage). ---- */
+
+typedef struct {
+    store_read_t rd;
+    int64_t started_ms;
+    map_t seen; /* "room\x01user" of every stored membership */
+} chat_relay_resync_t;
+
+static int chat__rs_user(void *arg, const store_user_t *su)
+{
+    (void)arg;
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s?}", "k", "account", "name", su->name, "created_at",
+                          (json_int_t)su->created_at, "pw_hash", su->pw_hash);
+    if (o) chat__relay_apply_op(o);
+    json_decref(o);
+    return 0;
+}
+
+static int chat__rs_room(void *arg, const store_room_t *sr)
+{
+    (void)arg;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "k", "room", "id", sr->id, "kind", sr->kind, "title",
+                          sr->title ? sr->title : "", "created_at", (json_int_t)sr->created_at);
+    if (o) chat__relay_apply_op(o);
+    json_decref(o);
+    return 0;
+}
+
+static int chat__rs_member(void *arg, const store_member_t *sm)
+{
+    chat_relay_resync_t *x = arg;
+    char key[CHAT_ROOM_MAX + CHAT_USER_MAX + 2];
+    int n = snprintf(key, sizeof key, "%s\x01%s", sm->room, sm->user);
+    if (n > 0 && (size_t)n < sizeof key) map_put(&x->seen, key, (size_t)n, (void *)1);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "k", "member", "room", sm->room, "user", sm->user, "role", sm->role);
+    if (o) chat__relay_apply_op(o);
+    json_decref(o);
+    json_t *rd = json_pack("{s:s, s:s, s:s, s:I}", "k", "read", "room", sm->room, "user", sm->user, "seq",
+                           (json_int_t)sm->last_read);
+    if (rd) chat__relay_apply_op(rd);
+    json_decref(rd);
+    return 0;
+}
+
+static int chat__rs_upload(void *arg, const store_upload_t *su)
+{
+    (void)arg;
+    chat_room_t *r = su->room ? chat__room_get(su->room) : NULL;
+    chat_user_t *u = su->user ? chat__user_get(su->user, 1) : NULL;
+    if (strlen(su->id) >= 65) return 0;
+    uv_mutex_lock(&chat__g.uploads_lock);
+    chat__upload_link(su->id, su->type, su->size, su->created_at, u, r);
+    uv_mutex_unlock(&chat__g.uploads_lock);
+    return 0;
+}
+
+typedef struct {
+    chat_room_t *room;
+    char user[CHAT_USER_MAX + 1];
+} chat_rs_gone_t;
+
+typedef struct {
+    chat_relay_resync_t *x;
+    chat_room_t *room;
+    chat_rs_gone_t *gone;
+    uint32_t ngone, capgone;
+} chat_rs_sweep_t;
+
+static void chat__rs_member_check(const char *k, size_t kl, void *v, void *arg)
+{
+    chat_rs_sweep_t *w = arg;
+    chat_member_t *m = v;
+    char key[CHAT_ROOM_MAX + CHAT_USER_MAX + 2];
+    int n = snprintf(key, sizeof key, "%s\x01%.*s", w->room->id, (int)kl, k);
+    if (m->added_ms >= w->x->started_ms || n <= 0 || (size_t)n >= sizeof key || map_get(&w->x->seen, key, (size_t)n))
+        return;
+    if (w->ngone == w->capgone) {
+        uint32_t cap = w->capgone ? w->capgone * 2 : 8;
+        chat_rs_gone_t *g = realloc(w->gone, cap * sizeof *g);
+        if (!g) return;
+        w->gone = g;
+        w->capgone = cap;
+    }
+    w->gone[w->ngone].room = w->room;
+    snprintf(w->gone[w->ngone++].user, CHAT_USER_MAX + 1, "%.*s", (int)kl, k);
+}
+
+/* Collects the memberships to drop (rooms table and room locks held). */
+static void chat__rs_room_sweep(const char *k, size_t kl, void *v, void *arg)
+{
+    (void)k, (void)kl;
+    chat_rs_sweep_t *w = arg;
+    w->room = v;
+    uv_mutex_lock(&w->room->lock);
+    map_each(&w->room->members, chat__rs_member_check, w);
+    uv_mutex_unlock(&w->room->lock);
+}
+
+static void chat__relay_resync_run(store_read_t *rd, const store_type_t *type, store_backend_t *b)
+{
+    chat_relay_resync_t *x = rd->arg;
+    if (b) {
+        store_load_cb_t cb = {.arg = x, .user = chat__rs_user, .room = chat__rs_room, .member = chat__rs_member,
+                              .upload = chat__rs_upload};
+        if (type->load(b, 0, 0, &cb) == 0) {
+            chat_rs_sweep_t w = {.x = x};
+            chat__rooms_foreach(chat__rs_room_sweep, &w);
+            for (uint32_t i = 0; i < w.ngone; i++) { /* no table lock held now */
+                json_t *o = json_pack("{s:s, s:s, s:s}", "k", "member_del", "room", w.gone[i].room->id, "user",
+                                      w.gone[i].user);
+                if (o) chat__relay_apply_op(o);
+                json_decref(o);
+            }
+            free(w.gone);
+            LOG_INFO("relay", "state read again from the store after the bus came back");
+        } else {
+            LOG_WARN("relay", "reading the state again after the bus came back failed");
+        }
+    }
+    map_free(&x->seen);
+    free(x);
+}
+
 void chat__relay_on_up(void)
 {
     /* publishes made while our link was down never reached us */
     chat__rooms_foreach(chat__relay_refill, NULL);
+    static atomic_int ups;
+    if (atomic_fetch_add(&ups, 1) == 0) return; /* the first link: the state was just loaded */
+    chat_relay_resync_t *x = calloc(1, sizeof *x);
+    if (!x) return;
+    x->started_ms = chat__now_ms();
+    x->rd.run = chat__relay_resync_run;
+    x->rd.arg = x;
+    store_read(chat__g.store, &x->rd);
 }
 
 /* ---- reads of the store: fills (after committed, in order) and syncs

@@ -283,3 +283,83 @@ def test_postgresql_restart_during_traffic(cluster):
     a, b = cluster(2)
     run(outage(a, b, lambda: subprocess.run([ctl, "stop"], check=True, timeout=60),
                lambda: subprocess.run([ctl, "start"], check=True, timeout=60)), timeout=120 * SLOW)
+
+
+def test_stomp_clients_on_two_nodes(cluster):
+    """A STOMP subscriber on each node and JSON and STOMP senders on both:
+    every subscriber gets every message once, in the one seq order."""
+    from stompclient import stomp
+    a, b = cluster(2)
+
+    async def go():
+        room = uniq("r")
+        owner = await connect(a, uniq("o"))
+        await owner.ok({"type": "create", "room": room, "kind": "public"}, "created")
+        subs = [await stomp(a, uniq("sa")), await stomp(b, uniq("sb"))]
+        for k, s in enumerate(subs):
+            for _ in range(60):      # the room reaches b within milliseconds
+                await s.send_frame("SUBSCRIBE", {"id": "s%d" % k, "destination": "/topic/room." + room,
+                                                 "receipt": "sub%d" % k})
+                f = await s.frame(pred=lambda f: f["command"] in ("RECEIPT", "ERROR"))
+                if f["command"] == "RECEIPT":
+                    break
+                subs[k] = s = await stomp(b if k else a, uniq("sb"))   # an ERROR closes the connection
+                await asyncio.sleep(0.05)
+        json_sender = await connect(b, uniq("j"))
+        await settled(json_sender, {"type": "join", "room": room}, "joined")
+        stomp_sender = subs[0]
+        acked = []
+        for i in range(10):
+            acked.append((await json_sender.ok({"type": "send", "room": room, "text": "j%d" % i}, "ack"))["seq"])
+            await stomp_sender.send_frame("SEND", {"destination": "/topic/room." + room, "receipt": "x%d" % i},
+                                          "s%d" % i)
+            r = await stomp_sender.frame("RECEIPT", pred=lambda f: f["headers"]["receipt-id"] == "x%d" % i)
+            acked.append(int(r["headers"]["seq"]))
+        assert sorted(acked) == list(range(acked[0], acked[0] + 20))
+        for s in subs:
+            got = await s.messages(20, timeout=10 * SLOW)
+            seqs = [m["json"]["seq"] for m in got]
+            assert seqs == sorted(acked), seqs
+    run(go(), timeout=40 * SLOW)
+
+
+def test_state_changed_while_redis_down_is_learned_after(cluster):
+    """State changes committed while Redis is down are not announced; when
+    the link is back every node reads the state again from the store."""
+    ctl = os.environ["SORI_REDIS_CTL"]
+    a, b = cluster(2)
+
+    async def go():
+        owner_name, guest_name, gone_name = uniq("owner"), uniq("guest"), uniq("gone")
+        owner = await connect(a, owner_name)
+        guest = await connect(b, guest_name)
+        gone = await connect(b, gone_name)
+        old = uniq("old")
+        await owner.ok({"type": "create", "room": old, "kind": "private"}, "created")
+        for name in (gone_name, guest_name):     # both known on a before the outage
+            await settled(owner, {"type": "invite", "room": old, "user": name}, "invited", codes=("not_found",))
+        await settled(gone, {"type": "join", "room": old}, "joined")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, lambda: subprocess.run([ctl, "--stop"], check=True, timeout=30))
+        try:
+            # on a, while nobody hears it: a new private room with guest in it,
+            # and gone kicked from the old one
+            room = uniq("new")
+            await owner.ok({"type": "create", "room": room, "kind": "private"}, "created")
+            await owner.ok({"type": "invite", "room": room, "user": guest_name}, "invited")
+            await owner.ok({"type": "kick", "room": old, "user": gone_name}, "kicked")
+            await asyncio.sleep(0.3)
+            r = await guest.rpc({"type": "join", "room": room})
+            assert r["type"] == "error" and r["code"] == "not_found"     # b does not know yet
+        finally:
+            await loop.run_in_executor(None, lambda: subprocess.run([ctl, "--start"], check=True, timeout=30))
+        await settled(guest, {"type": "join", "room": room}, "joined", codes=("not_found", "forbidden"))
+        # the kick reached b too: gone may no longer see the old room
+        end = loop.time() + 10 * SLOW
+        while True:
+            r = await gone.rpc({"type": "history", "room": old, "limit": 10})
+            if r["type"] == "error" or loop.time() > end:
+                break
+            await asyncio.sleep(0.1)
+        assert r["type"] == "error" and r["code"] == "forbidden", r
+    run(go(), timeout=60 * SLOW)
