@@ -243,12 +243,6 @@ static int cmd_serve(int argc, char **argv)
         fprintf(stderr, "sori: --durability: expected sync or async, got \"%s\"\n", sori_config.durability);
         return 2;
     }
-    if (durability == STORE_ASYNC && sori_config.redis && sori_config.redis[0]) {
-        /* the store assigns seq in the inserting transaction: only sync
-         * (ARCHITECTURE.md: async would need Redis to assign it) */
-        fprintf(stderr, "sori: --durability async is not supported with --redis yet: a cluster runs sync\n");
-        return 2;
-    }
     int workers = sori_config.workers;
     if (workers == 0) workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (workers < 1) workers = 1;

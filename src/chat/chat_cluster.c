@@ -330,12 +330,16 @@ void chat_cluster_stop(void)
         uv_cond_signal(&chat__cl.cond);
         uv_mutex_unlock(&chat__cl.lock);
         uv_thread_join(&chat__cl.thread);
-        uv_cond_destroy(&chat__cl.cond);
-        uv_mutex_destroy(&chat__cl.lock);
         chat__cl.started = 0;
     }
+    /* The lock and cond stay: bus callbacks use them until bus_close has
+     * joined the bus thread (a peer's "*" notice during our stop once hit a
+     * destroyed mutex), and the store's last commits (chat_shutdown) ask for
+     * the bus after that. */
     bus_close(chat__cl.bus);
+    uv_mutex_lock(&chat__cl.lock);
     chat__cl.bus = NULL;
+    uv_mutex_unlock(&chat__cl.lock);
 }
 
 void chat__cluster_presence(const char *user, int online)

@@ -370,11 +370,16 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
             if (map_put(&u->idem, cid, strlen(cid), e)) chat__idem_free(e);
         }
     }
-    chat__write_msg(m);
+    int arc = 0;
+    if (cl && chat__g.cfg.durability == STORE_ASYNC)
+        arc = chat__relay_assign_locked(m); /* Redis assigns the seq and publishes; written after */
+    else
+        chat__write_msg(m);
     uv_mutex_unlock(&r->lock);
     if (cid && ++u->idem_inserts % 1024 == 0) chat__idem_sweep(u, now);
     uv_mutex_unlock(&u->lock);
-    if (chat__g.cfg.durability == STORE_ASYNC) chat__ack_now(m);
+    if (arc) chat__relay_fail(m, "The cluster's bus (Redis) is not reachable; try again.");
+    if (chat__g.cfg.durability == STORE_ASYNC && !cl) chat__ack_now(m);
     chat__msg_unref(m);
 }
 

@@ -725,10 +725,31 @@ typedef struct {
     json_t *reply;
 } chat_wjob_t;
 
+static void chat__wjob_reply(chat_wjob_t *j, int status);
+
+static void chat__wjob_published(void *arg, int status)
+{
+    (void)status; /* committed either way: the notice is best effort */
+    chat__wjob_reply(arg, 0);
+}
+
 static void chat__wjob_done(store_job_t *job, int status)
 {
     chat_wjob_t *j = job->arg;
-    if (status == 0) chat__relay_state(j->ops, j->job.nops);
+    if (status == 0 && chat__g.cfg.durability == STORE_SYNC && chat__relay_on()) {
+        /* in a cluster the reply waits until Redis has the notice: a client
+         * told "created" can send others to any node */
+        if (j->s && j->reply) {
+            if (chat__relay_state_then(j->ops, j->job.nops, chat__wjob_published, j) == 0) return;
+        } else {
+            chat__relay_state(j->ops, j->job.nops);
+        }
+    }
+    chat__wjob_reply(j, status);
+}
+
+static void chat__wjob_reply(chat_wjob_t *j, int status)
+{
     if (j->s && j->reply) {
         if (status == 0)
             chat__reply(j->s, j->ref, j->reply);
@@ -758,6 +779,7 @@ void chat__write(chat_session_t *s, json_t *ref, json_t *reply, const store_op_t
     j->job.nops = n;
     j->job.done = chat__wjob_done;
     j->job.arg = j;
+    if (chat__g.cfg.durability == STORE_ASYNC) chat__relay_state(ops, n); /* as the reply: now */
     if (reply && s) {
         if (chat__g.cfg.durability == STORE_ASYNC) {
             chat__reply(s, ref, reply);
@@ -801,8 +823,8 @@ static void chat__ack_waiters(chat_msg_t *m, chat_waiter_t *w)
 static void chat__msg_job_done(store_job_t *job, int status)
 {
     chat_msg_t *m = job->arg;
-    if (status == 0 && chat__relay_on()) {
-        chat__relay_committed(m);
+    if (chat__relay_on()) {
+        if (chat__g.cfg.durability == STORE_SYNC) chat__relay_committed(m, status);
     } else if (chat__g.cfg.durability == STORE_SYNC) {
         chat_waiter_t *w;
         uv_mutex_lock(&m->room->lock);
@@ -836,7 +858,7 @@ void chat__write_msg(chat_msg_t *m)
     m->op.u.msg = (store_msg_t){.id = m->id, .seq = m->seq, .ts = m->ts, .room = m->room->id,
                                 .from = m->from, .text = m->text, .text_len = m->text_len, .cid = m->cid,
                                 .meta = m->meta};
-    if (chat__relay_on()) { /* the store assigns the seq (sync durability only) */
+    if (chat__relay_on() && chat__g.cfg.durability == STORE_SYNC) { /* the store assigns the seq */
         m->op.u.msg.seq_out = &m->a_seq;
         m->op.u.msg.id_out = &m->a_id;
         m->op.u.msg.ts_out = &m->a_ts;
@@ -851,7 +873,7 @@ void chat__write_msg(chat_msg_t *m)
     m->job.done = chat__msg_job_done;
     m->job.arg = chat__msg_ref(m);
     store_write(chat__g.store, &m->job);
-    if (chat__g.cfg.durability == STORE_ASYNC) {
+    if (chat__g.cfg.durability == STORE_ASYNC && !chat__relay_on()) { /* a cluster's relay delivered it */
         chat_waiter_t *w = chat__commit_locked(m);
         /* the room lock is held by the caller: ack after it drops */
         m->waiters = w;
@@ -1416,6 +1438,8 @@ static void chat__free_room(const char *k, size_t kl, void *v, void *arg)
     free(r->ring);
     for (uint32_t i = 0; i < r->nheld; i++) chat__msg_unref(r->held[i]);
     free(r->held);
+    for (uint32_t i = 0; i < r->ninitq; i++) chat__msg_unref(r->initq[i]);
+    free(r->initq);
     map_each(&r->members, chat__free_member, NULL);
     map_free(&r->members);
     for (int w = 0; w < chat__g.cfg.workers; w++) free(r->subs[w].v);

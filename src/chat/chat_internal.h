@@ -90,6 +90,10 @@ struct chat_room {
     uint8_t fill;       /* a read of the store for this room is queued */
     uint8_t synced;     /* up to date (watched, read since, bus up): joins and history may use the ring */
     uint8_t warm;       /* watched and read since (kept while the bus is down: fills then go on in order) */
+    uint8_t initing;    /* async: the room's seq counter is being set up; sends wait in initq, in order */
+    chat_msg_t **initq; /* by issue */
+    uint32_t ninitq, capinitq;
+    uint64_t issued;    /* async: sends handed to Redis or queued, in order (m->issue) */
 };
 
 struct chat_user {
@@ -159,6 +163,7 @@ struct chat_msg {
     int64_t a_seq, a_ts;
     uint64_t a_id;
     uint8_t dup;
+    uint64_t issue; /* async cluster: the send's place in its room's order (room lock) */
     /* until committed (guarded by room->lock) */
     int committed;
     chat_waiter_t *waiters; /* the sender and idempotent resends awaiting the ack */
@@ -208,9 +213,18 @@ int chat__cluster_presence_reply(chat_session_t *s, json_t *ref, json_t *reply, 
  * node, the origin included, delivers through chat__relay_deliver in seq
  * order, filling gaps from the store. */
 int chat__relay_on(void);
-/* A message write committed (store thread): acks its waiters, publishes it
- * and delivers it in order. */
-void chat__relay_committed(chat_msg_t *m);
+/* Sync durability: a message write done (store thread): status 0 acks its
+ * waiters, publishes it and delivers it in order; else they get an error. */
+void chat__relay_committed(chat_msg_t *m, int status);
+/* Async durability: asks Redis for m's seq (one Lua script assigns it and
+ * publishes m); then acks, delivers and queues the store write. m's room
+ * lock held (the user lock may be too); never blocks, the answer comes on
+ * the bus thread. Sends of one room reach Redis in the order of the calls.
+ * 0, or < 0 when nothing was queued (call chat__relay_fail unlocked). */
+int chat__relay_assign_locked(chat_msg_t *m);
+/* After chat__relay_assign_locked failed (no lock held): m's waiters get
+ * `unavailable`, its idempotency key is forgotten. */
+void chat__relay_fail(chat_msg_t *m, const char *msg);
 /* A message from the store or the bus, committed (m->committed set), to
  * local subscribers in seq order (room lock taken inside; consumes no ref). */
 void chat__relay_deliver(chat_msg_t *m);
@@ -220,6 +234,10 @@ void chat__relay_room_event(chat_room_t *r, const chat_msg_t *ev);
 void chat__relay_user_event(const chat_user_t *u, const chat_msg_t *ev);
 /* State ops committed here, to the other nodes (any thread). */
 void chat__relay_state(const store_op_t *ops, size_t n);
+/* The same; done(arg, status) runs once on the bus thread when Redis has
+ * taken the notice (it is then on its way to every node). 0, or < 0 when
+ * nothing was published (done is not called). */
+int chat__relay_state_then(const store_op_t *ops, size_t n, void (*done)(void *arg, int status), void *arg);
 /* The room's local subscription count moved 0 -> 1 (on = 1) or 1 -> 0
  * (room lock held by the caller: only takes the bus's own lock). */
 void chat__relay_watch_locked(chat_room_t *r, int on);

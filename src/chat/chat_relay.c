@@ -1,9 +1,10 @@
 /*
  * chat_relay.c: room traffic between the nodes of a cluster
- * (ARCHITECTURE.md "Ordering and durability", sync durability): messages,
- * room and user events, and the state changes other nodes keep in memory.
+ * (ARCHITECTURE.md "Ordering and durability"): messages, room and user
+ * events, and the state changes other nodes keep in memory.
  *
- * Messages. The store assigns a message's seq in its inserting transaction
+ * Messages, sync durability. The store assigns a message's seq in its
+ * inserting transaction
  * (the room row is locked until the commit, so seqs are gapless in commit
  * order across nodes). After the commit the origin acks the sender,
  * publishes the message on the room's channel "chatroom-<room>" and
@@ -12,6 +13,9 @@
  * the ring and fanned out, a later one is held (a gap), an old one dropped.
  * A gap is filled from the store after RELAY_GAP_MS (the missing message is
  * committed: a later seq's transaction waited for its row lock).
+ * Async durability: one Lua script in Redis assigns the seq and publishes
+ * (chat__relay_assign_locked); the origin acks and delivers on its answer
+ * and writes behind (a gap may then wait two flush windows for the store).
  *
  * Channels. A node subscribes to a room's channel while it has local
  * subscriptions (room->nlocal > 0). A room without them goes stale here; the
@@ -83,6 +87,7 @@ static void chat__relay_channel(char *out, size_t cap, const chat_room_t *r)
 
 typedef struct {
     chat_room_t *room;
+    chat_msg_t *m; /* non-NULL: set up the room's seq counter (async), else a fill */
     int64_t due_ms;
 } chat_relay_due_t;
 
@@ -96,22 +101,28 @@ static struct {
 } chat__rl;
 
 static void chat__relay_fill_start(chat_room_t *r);
+static void chat__relay_init_start(chat_room_t *r);
+static void chat__relay_init_done(chat_room_t *r, int ok);
+
+static int chat__relay_due_add(chat_room_t *r, chat_msg_t *m, int64_t due_ms)
+{
+    if (chat__rl.ndue == chat__rl.capdue) {
+        uint32_t cap = chat__rl.capdue ? chat__rl.capdue * 2 : 16;
+        chat_relay_due_t *v = realloc(chat__rl.due, cap * sizeof *v);
+        if (!v) return SORI_ENOMEM;
+        chat__rl.due = v, chat__rl.capdue = cap;
+    }
+    chat__rl.due[chat__rl.ndue++] = (chat_relay_due_t){r, m, due_ms};
+    uv_cond_signal(&chat__rl.cond);
+    return 0;
+}
 
 /* Queues a fill of r at due_ms (room lock held: r->fill says one is queued). */
 static void chat__relay_schedule_locked(chat_room_t *r, int64_t due_ms)
 {
     if (r->fill || !chat__rl.started) return;
     uv_mutex_lock(&chat__rl.lock);
-    if (chat__rl.ndue == chat__rl.capdue) {
-        uint32_t cap = chat__rl.capdue ? chat__rl.capdue * 2 : 16;
-        chat_relay_due_t *v = realloc(chat__rl.due, cap * sizeof *v);
-        if (v) chat__rl.due = v, chat__rl.capdue = cap;
-    }
-    if (chat__rl.ndue < chat__rl.capdue) {
-        chat__rl.due[chat__rl.ndue++] = (chat_relay_due_t){r, due_ms};
-        r->fill = 1;
-        uv_cond_signal(&chat__rl.cond);
-    }
+    if (chat__relay_due_add(r, NULL, due_ms) == 0) r->fill = 1;
     uv_mutex_unlock(&chat__rl.lock);
 }
 
@@ -124,9 +135,13 @@ static void chat__relay_main(void *arg)
         for (uint32_t i = 0; i < chat__rl.ndue;) {
             if (chat__rl.due[i].due_ms <= now) {
                 chat_room_t *r = chat__rl.due[i].room;
+                chat_msg_t *m = chat__rl.due[i].m;
                 chat__rl.due[i] = chat__rl.due[--chat__rl.ndue];
                 uv_mutex_unlock(&chat__rl.lock);
-                chat__relay_fill_start(r);
+                if (m)
+                    chat__relay_init_start(r);
+                else
+                    chat__relay_fill_start(r);
                 uv_mutex_lock(&chat__rl.lock);
                 i = 0; /* the array may have changed */
                 now = chat__now_ms();
@@ -167,6 +182,8 @@ void chat__relay_stop(void)
     uv_mutex_unlock(&chat__rl.lock);
     uv_thread_join(&chat__rl.thread);
     chat__rl.started = 0;
+    for (uint32_t i = 0; i < chat__rl.ndue; i++)
+        if (chat__rl.due[i].m) chat__relay_init_done(chat__rl.due[i].room, 0);
     free(chat__rl.due);
     chat__rl.due = NULL;
     chat__rl.ndue = chat__rl.capdue = 0;
@@ -316,9 +333,51 @@ static chat_msg_t *chat__relay_msg_from_obj(chat_room_t *r, json_t *o)
 
 /* ---- messages committed here ---- */
 
-void chat__relay_committed(chat_msg_t *m)
+/* Replies an error to m's waiters and forgets its idempotency key (no lock
+ * held): the message was not stored, a resend may try again. */
+void chat__relay_fail(chat_msg_t *m, const char *msg)
 {
     chat_room_t *r = m->room;
+    chat_user_t *u = chat__user_get(m->from, 0);
+    if (u) uv_mutex_lock(&u->lock);
+    uv_mutex_lock(&r->lock);
+    chat_waiter_t *w = m->waiters;
+    m->waiters = NULL;
+    uv_mutex_unlock(&r->lock);
+    if (u && m->cid) {
+        chat_idem_t *e = map_get(&u->idem, m->cid, strlen(m->cid));
+        if (e && e->pending == m) chat__idem_free(map_del(&u->idem, m->cid, strlen(m->cid)));
+    }
+    if (u) uv_mutex_unlock(&u->lock);
+    while (w) {
+        chat_waiter_t *next = w->next;
+        chat__error(w->s, w->ref, "unavailable", msg);
+        json_decref(w->ref);
+        chat__session_unref(w->s);
+        free(w);
+        w = next;
+    }
+}
+
+static void chat__relay_ack(chat_msg_t *m, chat_waiter_t *w)
+{
+    while (w) {
+        chat_waiter_t *next = w->next;
+        chat__reply_ack(w->s, w->ref, m->room, m->id, m->seq, m->ts);
+        json_decref(w->ref);
+        chat__session_unref(w->s);
+        free(w);
+        w = next;
+    }
+}
+
+void chat__relay_committed(chat_msg_t *m, int status)
+{
+    chat_room_t *r = m->room;
+    if (status) {
+        chat__relay_fail(m, "The store is shutting down; resend.");
+        return;
+    }
     uv_mutex_lock(&r->lock);
     m->seq = m->a_seq;
     if (m->a_id != m->id) { /* an earlier message of this sender and cid: its ack */
@@ -344,15 +403,149 @@ void chat__relay_committed(chat_msg_t *m)
         }
         metrics_inc(M_MESSAGES_IN);
     }
-    while (w) {
-        chat_waiter_t *next = w->next;
-        chat__reply_ack(w->s, w->ref, r, m->id, m->seq, m->ts);
-        json_decref(w->ref);
-        chat__session_unref(w->s);
-        free(w);
-        w = next;
-    }
+    chat__relay_ack(m, w);
     if (!m->dup) chat__push_msg(m);
+}
+
+/* ---- async durability: Redis assigns the seq ----
+ *
+ * One script per message: an idempotency key (sender, room, cid) answers a
+ * resend with the first ack; else INCR of sori:seq:<room> and PUBLISH of
+ * the message with that seq, in the bus's frame ("<node>:m{...}"), so every
+ * node gets the room's messages in seq order (ordering by Redis). The
+ * origin acks and delivers when the script answers and queues the store
+ * write behind it (--flush-ms). A missing counter (the room's first message
+ * in async mode, or a Redis that lost its data) answers {-1}: the counter is
+ * set from the store (SET NX) after 2 flush windows, so that writes of
+ * seqs Redis gave before are in the store by then, and the script runs
+ * again. */
+
+static const char chat__relay_lua[] =
+    "if ARGV[6] == '1' then local p = redis.call('GET', KEYS[2]) if p then return {0, p} end end "
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end "
+    "local s = redis.call('INCR', KEYS[1]) "
+    "redis.call('PUBLISH', ARGV[1], ARGV[2] .. s .. ARGV[3]) "
+    "if ARGV[6] == '1' then redis.call('SET', KEYS[2], s .. ':' .. ARGV[4] .. ':' .. ARGV[5], 'PX', 86400000) end "
+    "return {1, s}";
+
+static void chat__relay_assigned(void *arg, int status, const bus_reply_t *rp);
+
+/* Sends m's script (room lock held); 0 or < 0 (nothing sent). */
+static int chat__relay_eval_locked(chat_msg_t *m)
+{
+    const char *at = strstr(m->json, ",\"seq\":0,"); /* room ids hold no quote: the first is ours */
+    struct bus *b = at ? chat__cluster_bus_hold() : NULL;
+    int rc = at ? SORI_ECLOSED : SORI_EINVAL;
+    if (b) {
+        char key[CHAT_ROOM_MAX + 16], idem[CHAT_ROOM_MAX + CHAT_USER_MAX + 96], ch[CHAT_ROOM_MAX + 16];
+        char prefix[16], id[24], ts[24];
+        snprintf(key, sizeof key, "sori:seq:%s", m->room->id);
+        snprintf(idem, sizeof idem, "sori:idem:%s:%s:%s", m->from, m->room->id, m->cid ? m->cid : "");
+        chat__relay_channel(ch, sizeof ch, m->room);
+        snprintf(id, sizeof id, "%llu", (unsigned long long)m->id);
+        snprintf(ts, sizeof ts, "%lld", (long long)m->ts);
+        int pl = snprintf(prefix, sizeof prefix, "%d:m", chat__g.cfg.node_id);
+        size_t head = (size_t)(at - m->json) + 7; /* through ,"seq": */
+        char *pre = malloc((size_t)pl + head);
+        rc = SORI_ENOMEM;
+        if (pre) {
+            memcpy(pre, prefix, (size_t)pl);
+            memcpy(pre + pl, m->json, head);
+            const char *argv[11] = {"EVAL", chat__relay_lua, "2", key, idem, ch, pre, at + 8, id, ts,
+                                    m->cid ? "1" : "0"};
+            size_t lens[11];
+            for (int i = 0; i < 11; i++) lens[i] = strlen(argv[i]);
+            lens[6] = (size_t)pl + head;
+            lens[7] = m->json_len - (head + 1);
+            chat__msg_ref(m);
+            rc = bus_command(b, 11, argv, lens, chat__relay_assigned, m);
+            if (rc) chat__msg_unref(m);
+            free(pre);
+        }
+    }
+    chat__cluster_bus_release();
+    return rc;
+}
+
+/* Appends m to its room's queue of sends waiting for the counter (room
+ * lock held); 0 or SORI_ENOMEM. */
+static int chat__relay_initq_add_locked(chat_room_t *r, chat_msg_t *m)
+{
+    if (chat__arr_add((void ***)&r->initq, &r->ninitq, &r->capinitq, m)) return SORI_ENOMEM;
+    /* scripts in flight come back -1 in their order, but after sends that
+     * were queued meanwhile: keep the queue in issue order */
+    uint32_t at = r->ninitq - 1;
+    while (at > 0 && r->initq[at - 1]->issue > m->issue) {
+        r->initq[at] = r->initq[at - 1];
+        at--;
+    }
+    r->initq[at] = m;
+    chat__msg_ref(m);
+    return 0;
+}
+
+int chat__relay_assign_locked(chat_msg_t *m)
+{
+    chat_room_t *r = m->room;
+    m->issue = ++r->issued;
+    if (r->initing) return chat__relay_initq_add_locked(r, m); /* behind the counter's setup, in order */
+    return chat__relay_eval_locked(m);
+}
+
+static void chat__relay_init_later(chat_room_t *r);
+
+static void chat__relay_assigned(void *arg, int status, const bus_reply_t *rp)
+{
+    chat_msg_t *m = arg;
+    chat_room_t *r = m->room;
+    long long code = status == 0 && rp && rp->type == BUS_REPLY_ARRAY && rp->elements >= 1 &&
+                             rp->element[0].type == BUS_REPLY_INTEGER
+                         ? rp->element[0].integer
+                         : -2;
+    if (code == -1) { /* no counter: m and the room's later sends wait for it, in order */
+        uv_mutex_lock(&r->lock);
+        int start = !r->initing, rc = chat__relay_initq_add_locked(r, m);
+        if (rc == 0) r->initing = 1;
+        uv_mutex_unlock(&r->lock);
+        if (rc) chat__relay_fail(m, "Out of memory.");
+        else if (start) chat__relay_init_later(r);
+        chat__msg_unref(m);
+        return;
+    }
+    if (code == 1 && rp->elements == 2 && rp->element[1].type == BUS_REPLY_INTEGER) {
+        uv_mutex_lock(&r->lock);
+        m->seq = rp->element[1].integer;
+        uv_mutex_unlock(&r->lock);
+        if (chat__msg_encode(m)) LOG_ERROR("relay", "%s: out of memory encoding seq %lld", r->id, (long long)m->seq);
+        uv_mutex_lock(&r->lock);
+        m->committed = 1;
+        chat_waiter_t *w = m->waiters;
+        m->waiters = NULL;
+        uv_mutex_unlock(&r->lock);
+        chat__relay_ack(m, w);
+        chat__relay_deliver(m);
+        chat__write_msg(m); /* batched behind (async durability) */
+        metrics_inc(M_MESSAGES_IN);
+        chat__push_msg(m);
+    } else if (code == 0 && rp->elements == 2 && rp->element[1].type == BUS_REPLY_STRING) {
+        long long seq = 0, ts = 0;
+        unsigned long long id = 0;
+        if (sscanf(rp->element[1].str, "%lld:%llu:%lld", &seq, &id, &ts) == 3) {
+            uv_mutex_lock(&r->lock);
+            m->dup = 1, m->seq = seq, m->id = id, m->ts = ts;
+            m->committed = 1;
+            chat_waiter_t *w = m->waiters;
+            m->waiters = NULL;
+            uv_mutex_unlock(&r->lock);
+            chat__relay_ack(m, w);
+        } else {
+            chat__relay_fail(m, "A bad idempotency record; try again.");
+        }
+    } else {
+        if (status == 0 && rp && rp->type == BUS_REPLY_ERROR) LOG_WARN("relay", "seq script: %s", rp->str);
+        chat__relay_fail(m, "The cluster's bus (Redis) is not reachable; try again.");
+    }
+    chat__msg_unref(m);
 }
 
 /* ---- events ---- */
@@ -380,9 +573,18 @@ void chat__relay_user_event(const chat_user_t *u, const chat_msg_t *ev)
 
 /* ---- state ---- */
 
-void chat__relay_state(const store_op_t *ops, size_t n)
+static int chat__relay_state_pub(const store_op_t *ops, size_t n, void (*done)(void *arg, int status), void *arg);
+
+void chat__relay_state(const store_op_t *ops, size_t n) { chat__relay_state_pub(ops, n, NULL, NULL); }
+
+int chat__relay_state_then(const store_op_t *ops, size_t n, void (*done)(void *arg, int status), void *arg)
 {
-    if (!chat__relay_on() || !n) return;
+    return chat__relay_state_pub(ops, n, done, arg);
+}
+
+static int chat__relay_state_pub(const store_op_t *ops, size_t n, void (*done)(void *arg, int status), void *arg)
+{
+    if (!chat__relay_on() || !n) return SORI_ENOTFOUND;
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++) {
         const store_op_t *op = &ops[i];
@@ -425,11 +627,23 @@ void chat__relay_state(const store_op_t *ops, size_t n)
     }
     char *text = json_array_size(a) ? json_dumps(a, JSON_COMPACT) : NULL;
     json_decref(a);
+    int rc = SORI_ENOTFOUND;
     if (text) {
-        int rc = chat__relay_publish(RELAY_STATE_CHANNEL, 's', text, strlen(text));
+        size_t len = strlen(text);
+        char *p = malloc(len + 1);
+        rc = SORI_ENOMEM;
+        if (p) {
+            p[0] = 's';
+            memcpy(p + 1, text, len);
+            struct bus *b = chat__cluster_bus_hold();
+            rc = b ? bus_publish(b, RELAY_STATE_CHANNEL, p, len + 1, done, arg) : SORI_ECLOSED;
+            chat__cluster_bus_release();
+            free(p);
+        }
         if (rc) LOG_WARN("relay", "a state change was not published (%s)", sori_strerror(rc));
         free(text);
     }
+    return rc;
 }
 
 static char chat__relay_role(const char *role)
@@ -600,8 +814,9 @@ void chat__relay_watch_locked(chat_room_t *r, int on)
             bus_unsubscribe(b, ch);
     }
     chat__cluster_bus_release();
-    if (on)
-        chat__relay_schedule_locked(r, chat__now_ms() + RELAY_SUB_FILL_MS);
+    if (on) /* async: after the writes of what came before have landed */
+        chat__relay_schedule_locked(r, chat__now_ms() + RELAY_SUB_FILL_MS +
+                                           (chat__g.cfg.durability == STORE_ASYNC ? 2LL * chat__g.cfg.flush_ms : 0));
     else
         r->synced = r->warm = 0; /* unwatched, the room goes stale here */
 }
@@ -887,7 +1102,10 @@ static void chat__relay_read_run(store_read_t *rd, const store_type_t *type, sto
         for (int i = 0; i < rr->n; i++)
             if (rr->msgs[i]->seq == r->committed + 1) chat__relay_commit_locked(r, rr->msgs[i]);
         chat__relay_drain_locked(r);
-        if (got >= 0 && got < RELAY_FILL_PAGE && r->nheld && r->held[0]->seq > r->committed + 1) {
+        /* async: the origin writes within --flush-ms; give it two */
+        int64_t patience = chat__g.cfg.durability == STORE_ASYNC ? 2LL * chat__g.cfg.flush_ms + 1000 : 0;
+        if (got >= 0 && got < RELAY_FILL_PAGE && r->nheld && r->held[0]->seq > r->committed + 1 &&
+            chat__now_ms() - r->gap_ms >= patience) {
             /* the store has nothing before the held message: move past */
             LOG_WARN("relay", "%s: seqs %lld..%lld are not in the store; skipped", r->id,
                      (long long)r->committed + 1, (long long)r->held[0]->seq - 1);
@@ -947,4 +1165,99 @@ int chat__relay_sync(chat_room_t *r, chat_session_t *s, json_t *ref, chat_relay_
     rr->rd.arg = rr;
     store_read(chat__g.store, &rr->rd);
     return 0;
+}
+
+/* ---- async: a room's missing seq counter ---- */
+
+typedef struct {
+    store_read_t rd;
+    chat_room_t *room;
+    int64_t max;
+} chat_relay_init_t;
+
+/* Ends a room's counter setup (no lock held): ok sends the waiting scripts
+ * in order, else their senders get unavailable. */
+static void chat__relay_init_done(chat_room_t *r, int ok)
+{
+    uv_mutex_lock(&r->lock);
+    chat_msg_t **q = r->initq;
+    uint32_t n = r->ninitq, k = 0;
+    r->initq = NULL;
+    r->ninitq = r->capinitq = 0;
+    r->initing = 0;
+    for (; ok && k < n; k++) /* under the lock: before any later send of the room */
+        if (chat__relay_eval_locked(q[k])) break;
+    uv_mutex_unlock(&r->lock);
+    for (uint32_t i = 0; i < n; i++) {
+        if (i >= k) chat__relay_fail(q[i], "The cluster's bus (Redis) is not reachable; try again.");
+        chat__msg_unref(q[i]);
+    }
+    free(q);
+}
+
+static void chat__relay_init_later(chat_room_t *r)
+{
+    uv_mutex_lock(&r->lock);
+    int fresh = r->committed == 0 && r->seq == 0; /* nothing was ever sent to it that we know of */
+    uv_mutex_unlock(&r->lock);
+    int64_t wait = fresh ? 0 : 2LL * chat__g.cfg.flush_ms + 500;
+    uv_mutex_lock(&chat__rl.lock);
+    int rc = chat__rl.started && !chat__rl.stop ? chat__relay_due_add(r, (chat_msg_t *)1, chat__now_ms() + wait)
+                                               : SORI_ECLOSED;
+    uv_mutex_unlock(&chat__rl.lock);
+    if (rc)
+        chat__relay_init_done(r, 0);
+    else if (!fresh)
+        LOG_WARN("relay", "%s: no seq counter in Redis; set from the store in %lld ms", r->id, (long long)wait);
+}
+
+static int chat__relay_init_row(void *arg, const store_msg_t *sm)
+{
+    chat_relay_init_t *x = arg;
+    if (sm->seq > x->max) x->max = sm->seq;
+    return 0;
+}
+
+static void chat__relay_init_set(void *arg, int status, const bus_reply_t *rp)
+{
+    (void)rp;
+    chat__relay_init_done(arg, status == 0);
+}
+
+static void chat__relay_init_run(store_read_t *rd, const store_type_t *type, store_backend_t *b)
+{
+    chat_relay_init_t *x = rd->arg;
+    chat_room_t *r = x->room;
+    store_range_t q = {.room = r->id, .limit = 1, .newest_first = 1};
+    int got = b ? type->range(b, &q, chat__relay_init_row, x) : SORI_ECLOSED;
+    int64_t max = x->max;
+    free(x);
+    if (got < 0) {
+        chat__relay_init_done(r, 0);
+        return;
+    }
+    uv_mutex_lock(&r->lock);
+    int64_t floor = r->committed > max ? r->committed : max;
+    uv_mutex_unlock(&r->lock);
+    char key[CHAT_ROOM_MAX + 16], v[24];
+    snprintf(key, sizeof key, "sori:seq:%s", r->id);
+    snprintf(v, sizeof v, "%lld", (long long)floor);
+    const char *argv[4] = {"SET", key, v, "NX"};
+    struct bus *bus = chat__cluster_bus_hold();
+    int rc = bus ? bus_command(bus, 4, argv, NULL, chat__relay_init_set, r) : SORI_ECLOSED;
+    chat__cluster_bus_release();
+    if (rc) chat__relay_init_done(r, 0);
+}
+
+static void chat__relay_init_start(chat_room_t *r)
+{
+    chat_relay_init_t *x = calloc(1, sizeof *x);
+    if (!x) {
+        chat__relay_init_done(r, 0);
+        return;
+    }
+    x->room = r;
+    x->rd.run = chat__relay_init_run;
+    x->rd.arg = x;
+    store_read(chat__g.store, &x->rd);
 }

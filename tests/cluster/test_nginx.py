@@ -114,7 +114,14 @@ def test_rest_through_nginx(cluster, nginx):
     for _ in range(4):                                   # whichever node answers
         st, _, body = call(nx, "GET", "/healthz")
         assert st == 200 and body == {"status": "ok"}, (st, body)
-    st, _, d = call(nx, "GET", "/api/discover")
+    # a node registers right after it starts serving: /healthz may say 200
+    # a moment before the registry lists it
+    end = time.time() + 5 * SLOW
+    while True:
+        st, _, d = call(nx, "GET", "/api/discover")
+        if st == 200 or time.time() > end:
+            break
+        time.sleep(0.05)
     assert st == 200 and d["node"] in ids, d
     assert d["ws"] in ("ws://127.0.0.1:%d/ws" % a.port, "ws://127.0.0.1:%d/ws" % b.port), d
     # a signup through nginx; its token works on every node (shared secret)

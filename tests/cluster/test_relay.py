@@ -6,8 +6,19 @@ import asyncio
 import os
 import subprocess
 
+import pytest
+
 from chatclient import connect, run, uniq
 from conftest import SLOW
+
+# Sync: the store assigns seqs. Async: one Lua script in Redis assigns the
+# seq and publishes; the store write follows within --flush-ms.
+MODES = {"sync": (), "async": ("--durability", "async", "--flush-ms", "200")}
+
+
+@pytest.fixture(params=["sync", "async"])
+def mode(request):
+    return MODES[request.param]
 
 
 async def settled(c, cmd, want, codes=("not_found", "forbidden")):
@@ -29,8 +40,8 @@ async def join_all(clients, room, **kw):
         await settled(c, dict({"type": "join", "room": room}, **kw), "joined")
 
 
-def test_cross_node_delivery_in_one_order(cluster):
-    a, b = cluster(2)
+def test_cross_node_delivery_in_one_order(cluster, mode):
+    a, b = cluster(2, *mode)
 
     async def go():
         room = uniq("r")
@@ -51,8 +62,8 @@ def test_cross_node_delivery_in_one_order(cluster):
     run(go())
 
 
-def test_concurrent_senders_on_two_nodes(cluster):
-    a, b = cluster(2)
+def test_concurrent_senders_on_two_nodes(cluster, mode):
+    a, b = cluster(2, *mode)
     N = 40
 
     async def go():
@@ -121,8 +132,8 @@ def test_events_and_state_cross_nodes(cluster):
     run(go(), timeout=30 * SLOW)
 
 
-def test_dm_across_nodes(cluster):
-    a, b = cluster(2)
+def test_dm_across_nodes(cluster, mode):
+    a, b = cluster(2, *mode)
 
     async def go():
         an, bn = uniq("a"), uniq("b")
@@ -137,8 +148,8 @@ def test_dm_across_nodes(cluster):
     run(go())
 
 
-def test_idempotent_resend_to_another_node(cluster):
-    a, b = cluster(2)
+def test_idempotent_resend_to_another_node(cluster, mode):
+    a, b = cluster(2, *mode)
 
     async def go():
         room, name = uniq("r"), uniq("u")
@@ -151,13 +162,20 @@ def test_idempotent_resend_to_another_node(cluster):
         await settled(c2, {"type": "join", "room": room}, "joined")
         again = await c2.ok({"type": "send", "room": room, "text": "once", "cid": "k1"}, "ack")
         assert (again["id"], again["seq"]) == (first["id"], first["seq"])
-        h = await c2.ok({"type": "history", "room": room, "limit": 10}, "history")
+        # (async: the other node sees it in the store within --flush-ms)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 5 * SLOW
+        while True:
+            h = await c2.ok({"type": "history", "room": room, "limit": 10}, "history")
+            if h["messages"] or loop.time() > end:
+                break
+            await asyncio.sleep(0.1)
         assert [m["text"] for m in h["messages"]] == ["once"]
     run(go())
 
 
-def test_catch_up_after_node_killed(cluster):
-    a, b = cluster(2)
+def test_catch_up_after_node_killed(cluster, mode):
+    a, b = cluster(2, *mode)
 
     async def go():
         room, name = uniq("r"), uniq("u")
@@ -271,9 +289,9 @@ async def outage(a, b, ctl_stop, ctl_start, down_s=1.5):
     return len(acked), len(refused)
 
 
-def test_redis_restart_during_traffic(cluster):
+def test_redis_restart_during_traffic(cluster, mode):
     ctl = os.environ["SORI_REDIS_CTL"]
-    a, b = cluster(2)
+    a, b = cluster(2, *mode)
     run(outage(a, b, lambda: subprocess.run([ctl, "--stop"], check=True, timeout=30),
                lambda: subprocess.run([ctl, "--start"], check=True, timeout=30)), timeout=90 * SLOW)
 
@@ -285,11 +303,11 @@ def test_postgresql_restart_during_traffic(cluster):
                lambda: subprocess.run([ctl, "start"], check=True, timeout=60)), timeout=120 * SLOW)
 
 
-def test_stomp_clients_on_two_nodes(cluster):
+def test_stomp_clients_on_two_nodes(cluster, mode):
     """A STOMP subscriber on each node and JSON and STOMP senders on both:
     every subscriber gets every message once, in the one seq order."""
     from stompclient import stomp
-    a, b = cluster(2)
+    a, b = cluster(2, *mode)
 
     async def go():
         room = uniq("r")
@@ -363,3 +381,4 @@ def test_state_changed_while_redis_down_is_learned_after(cluster):
             await asyncio.sleep(0.1)
         assert r["type"] == "error" and r["code"] == "forbidden", r
     run(go(), timeout=60 * SLOW)
+

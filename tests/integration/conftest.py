@@ -40,8 +40,6 @@ _pg_dbs = itertools.count(1)
 # store, delivery through the relay, state published on the bus.
 CLUSTER = os.environ.get("SORI_TEST_CLUSTER") == "1"
 _node_ids = itertools.cycle(range(100, 1024))  # --node-id is 0-1023
-# a cluster refuses --durability async (docs/OPERATIONS.md "Cluster mode")
-needs_async = pytest.mark.skipif(CLUSTER, reason="--durability async is refused with --redis")
 
 
 def pg_database():

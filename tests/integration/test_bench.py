@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import SANITIZER_MARKERS, SLOW, SORI_BIN, needs_async
+from conftest import SANITIZER_MARKERS, SLOW, SORI_BIN
 
 FAST = ("--rate", "1000000", "--burst", "1000000")
 
@@ -105,7 +105,7 @@ def test_dm(make_server):
     assert r["rtt_us"]["p50"] >= r["latency_us"]["min"]
 
 
-@pytest.mark.parametrize("durability", ["sync", pytest.param("async", marks=needs_async)])
+@pytest.mark.parametrize("durability", ["sync", "async"])
 def test_durable(make_server, durability):
     s = make_server(*FAST, "--durability", durability)
     r, _ = bench(s, "--scenario", "durable", "--conns", 4, "--window", 8,
