@@ -11,6 +11,8 @@
  * its own CPU (getrusage) and the server's (/proc/PID/stat, --server-pid),
  * and how long each side's threads were runnable but waiting for a CPU
  * (schedstat: a busy machine shows up there before it skews the latency);
+ * the same for the --cpu processes (with their children for PID+), and it
+ * runs --window-hook just outside those samples;
  * around the connect and join phases the server's VmRSS. After the threads
  * are joined it merges their counters and histograms and prints one JSON
  * line on stdout and a summary on stderr. The bench never starts a server.
@@ -28,6 +30,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,12 +58,15 @@ typedef struct {
 
 enum {
     F_SCENARIO, F_URL, F_THREADS, F_SOURCES, F_ROOMS, F_SUBS, F_PUBS, F_RATE, F_WINDOW, F_CONNS, F_PAIRS,
-    F_SIZE, F_DURATION, F_WARMUP, F_DRAIN, F_CONNECT_TIMEOUT, F_CONCURRENCY, F_SERVER_PID, F_TAG, F_PEER_PROTOCOL, F_COUNT
+    F_SIZE, F_DURATION, F_WARMUP, F_DRAIN, F_CONNECT_TIMEOUT, F_CONCURRENCY, F_SERVER_PID, F_TAG, F_PEER_PROTOCOL,
+    F_PUB_URL, F_SPREAD, F_CPU, F_WINDOW_HOOK, F_JOIN_DELAY, F_COUNT
 };
 
 static const bench_flag_t bench__flags[F_COUNT] = {
     [F_SCENARIO] = {"scenario", 's', 0, 0, S_ALL, "NAME", "fanout, connections, dm or durable (default fanout)"},
-    [F_URL] = {"url", 's', 0, 0, S_ALL, "URL", "the server's WebSocket endpoint (default ws://127.0.0.1:8080/ws)"},
+    [F_URL] = {"url", 's', 0, 0, S_ALL, "URL[,URL]",
+               "the server's WebSocket endpoint (default ws://127.0.0.1:8080/ws); several, comma-separated: "
+               "connections go to them in turn (see --spread), e.g. the nodes of a cluster"},
     [F_THREADS] = {"threads", 'i', 1, 64, S_ALL, "N", "event-loop threads of the bench (default 1)"},
     [F_SOURCES] = {"sources", 'i', 1, 254, S_ALL, "N",
                    "bind to 127.0.0.2..127.0.0.(N+1) in turn: ~28k connections each (default 1: no bind)"},
@@ -92,6 +98,21 @@ static const bench_flag_t bench__flags[F_COUNT] = {
     [F_PEER_PROTOCOL] = {"peer-protocol", 's', 0, 0, S_FAN | S_CON, "NAME",
                          "sori (default), or nchan: an Nchan pubsub location, --url ws://HOST:PORT/PREFIX/ "
                          "(bench/README.md)"},
+    [F_PUB_URL] = {"pub-url", 's', 0, 0, S_FAN, "URL[,URL]",
+                   "fanout: publishers connect here (in turn), subscribers to --url; deliveries from a "
+                   "publisher on another URL are counted as crossing servers"},
+    [F_SPREAD] = {"spread", 's', 0, 0, S_ALL, "HOW",
+                  "with several URLs: conn (default) gives each connection of a role the next URL; room gives "
+                  "all of room r's connections of a role URL r mod N"},
+    [F_CPU] = {"cpu", 's', 0, 0, S_ALL, "L=PID[+],...",
+               "also measure these processes' CPU over the window, summed per label L; PID+ adds its children "
+               "(e.g. a PostgreSQL postmaster's backends)"},
+    [F_WINDOW_HOOK] = {"window-hook", 's', 0, 0, S_ALL, "CMD",
+                       "run `sh -c \"CMD start\"` just before the window and `sh -c \"CMD end\"` just after it "
+                       "(its stdout goes to stderr), e.g. to snapshot a Redis's INFO commandstats"},
+    [F_JOIN_DELAY] = {"join-delay", 'd', 0, 60, S_FAN | S_CON | S_DUR, "SECS",
+                      "wait this long after the rooms are created before joining them (default 0), e.g. "
+                      "while a cluster tells its other nodes about the new rooms"},
 };
 
 static void bench__usage(FILE *out)
@@ -113,6 +134,9 @@ static void bench__usage(FILE *out)
             "  dm           --pairs N pairs of users ping-ponging direct messages: round trips/s, latency.\n"
             "  durable      --conns C senders with --window W sends in flight each: ack rate and send->ack\n"
             "               latency; run against servers started with --durability sync or async.\n\n"
+            "several servers (the nodes of a cluster): --url A,B spreads the connections over them (--pub-url,\n"
+            "--spread), deliveries from a sender on another URL are counted as crossing, and --cpu measures\n"
+            "more processes (bench/README.md, bench/cluster.sh).\n\n"
             "flags:\n");
     for (int i = 0; i < F_COUNT; i++) {
         const bench_flag_t *f = &bench__flags[i];
@@ -132,7 +156,7 @@ static int bench__bad(const char *fmt, const char *a, const char *b)
 }
 
 /* ws://HOST[:PORT][/PATH] -> host, port, path, address. */
-static int bench__parse_url(bench_opts_t *o, const char *url)
+static int bench__parse_url(bench_target_t *o, const char *url)
 {
     if (strncmp(url, "ws://", 5)) {
         if (!strncmp(url, "wss://", 6)) return bench__bad("--url %s: wss:// is not supported; use ws://%s", url, "");
@@ -173,6 +197,61 @@ static int bench__parse_url(bench_opts_t *o, const char *url)
     o->addrlen = res->ai_addrlen;
     freeaddrinfo(res);
     return 0;
+}
+
+/* A comma-separated list of URLs -> indexes into o->tg (one target per
+ * distinct URL string, shared by --url and --pub-url). */
+static int bench__parse_urls(bench_opts_t *o, const char *flag, const char *list, int *idx, int *n)
+{
+    *n = 0;
+    const char *p = list;
+    for (;;) {
+        size_t l = strcspn(p, ",");
+        char one[800];
+        if (!l || l >= sizeof one) return bench__bad("%s: empty or too long URL in \"%s\"", flag, list);
+        memcpy(one, p, l);
+        one[l] = 0;
+        int k = 0;
+        while (k < o->ntg && strcmp(o->tg[k].url, one)) k++;
+        if (k == o->ntg) {
+            if (o->ntg == BENCH_TARGETS_MAX) return bench__bad("%s: more than 16 distinct URLs%s", flag, "");
+            if (bench__parse_url(&o->tg[k], one)) return 2;
+            memcpy(o->tg[k].url, one, l + 1);
+            o->ntg++;
+        }
+        if (*n == BENCH_TARGETS_MAX) return bench__bad("%s: more than 16 URLs%s", flag, "");
+        idx[(*n)++] = k;
+        if (!p[l]) return 0;
+        p += l + 1;
+    }
+}
+
+/* --cpu LABEL=PID[+][,LABEL=PID[+]...] */
+static int bench__parse_cpu(bench_opts_t *o, const char *list)
+{
+    const char *p = list;
+    for (;;) {
+        size_t l = strcspn(p, ",");
+        const char *eq = memchr(p, '=', l);
+        if (!eq || eq == p || (size_t)(eq - p) >= sizeof o->cpu[0].label)
+            return bench__bad("--cpu: expected LABEL=PID[+],... (labels up to 23 bytes), got \"%s\"%s", list, "");
+        if (o->ncpu == BENCH_CPU_MAX) return bench__bad("--cpu: more than 32 processes%s%s", "", "");
+        bench_cpu_t *c = &o->cpu[o->ncpu];
+        memcpy(c->label, p, (size_t)(eq - p));
+        c->label[eq - p] = 0;
+        if (strchr(c->label, '"') || strchr(c->label, '\\'))
+            return bench__bad("--cpu: a label may not hold quotes or backslashes: \"%s\"%s", list, "");
+        const char *d = eq + 1, *e = p + l;
+        size_t nd = strspn(d, "0123456789");
+        long pid = nd && nd < 8 ? strtol(d, NULL, 10) : 0;
+        c->children = d + nd < e && d[nd] == '+';
+        if (pid < 1 || d + nd + (size_t)c->children != e)
+            return bench__bad("--cpu: expected LABEL=PID[+],..., got \"%s\"%s", list, "");
+        c->pid = (pid_t)pid;
+        o->ncpu++;
+        if (!*e) return 0;
+        p = e + 1;
+    }
 }
 
 static int bench__parse(bench_opts_t *o, int argc, char **argv)
@@ -232,7 +311,23 @@ static int bench__parse(bench_opts_t *o, int argc, char **argv)
         num[k] = v;
     }
 #define NUM(k, dflt) (val[k] ? num[k] : (dflt))
-    if (bench__parse_url(o, val[F_URL] ? val[F_URL] : "ws://127.0.0.1:8080/ws")) return 2;
+    if (bench__parse_urls(o, "--url", val[F_URL] ? val[F_URL] : "ws://127.0.0.1:8080/ws", o->urls, &o->nurls))
+        return 2;
+    if (val[F_PUB_URL]) {
+        if (bench__parse_urls(o, "--pub-url", val[F_PUB_URL], o->pub_urls, &o->npub_urls)) return 2;
+    } else {
+        memcpy(o->pub_urls, o->urls, sizeof o->urls);
+        o->npub_urls = o->nurls;
+    }
+    if (val[F_SPREAD]) {
+        if (!strcmp(val[F_SPREAD], "room"))
+            o->spread_room = 1;
+        else if (strcmp(val[F_SPREAD], "conn"))
+            return bench__bad("--spread: expected conn or room, got \"%s\"%s", val[F_SPREAD], "");
+    }
+    if (val[F_CPU] && bench__parse_cpu(o, val[F_CPU])) return 2;
+    o->window_hook = val[F_WINDOW_HOOK];
+    o->join_delay = NUM(F_JOIN_DELAY, 0);
     o->threads = (int)NUM(F_THREADS, 1);
     o->sources = (int)NUM(F_SOURCES, 1);
     o->subs = (int)NUM(F_SUBS, 10);
@@ -263,9 +358,12 @@ static int bench__parse(bench_opts_t *o, int argc, char **argv)
     if (val[F_PEER_PROTOCOL]) {
         if (!strcmp(val[F_PEER_PROTOCOL], "nchan")) {
             o->nchan = 1;
-            if (strchr(o->path, '?') || o->path[strlen(o->path) - 1] != '/')
-                return bench__bad("--peer-protocol nchan: --url must end in the channel prefix and '/', "
-                                  "e.g. ws://127.0.0.1:8080/chat/, not \"%s\"%s", o->path, "");
+            for (int k = 0; k < o->ntg; k++) {
+                const char *path = o->tg[k].path;
+                if (strchr(path, '?') || path[strlen(path) - 1] != '/')
+                    return bench__bad("--peer-protocol nchan: --url must end in the channel prefix and '/', "
+                                      "e.g. ws://127.0.0.1:8080/chat/, not \"%s\"%s", path, "");
+            }
         } else if (strcmp(val[F_PEER_PROTOCOL], "sori")) {
             return bench__bad("--peer-protocol: expected sori or nchan, got \"%s\"%s", val[F_PEER_PROTOCOL], "");
         }
@@ -285,10 +383,10 @@ static int bench__parse(bench_opts_t *o, int argc, char **argv)
         for (int i = 0; i < 6; i++) o->tag[i] = a36[r[i] % 36];
         o->tag[6] = 0;
     }
-    if (o->sources > 1) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)&o->addr;
-        if (o->addr.ss_family != AF_INET || (ntohl(sin->sin_addr.s_addr) >> 24) != 127)
-            return bench__bad("--sources needs an IPv4 loopback server (127.x.x.x), not %s%s", o->host, "");
+    for (int k = 0; o->sources > 1 && k < o->ntg; k++) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&o->tg[k].addr;
+        if (o->tg[k].addr.ss_family != AF_INET || (ntohl(sin->sin_addr.s_addr) >> 24) != 127)
+            return bench__bad("--sources needs an IPv4 loopback server (127.x.x.x), not %s%s", o->tg[k].host, "");
     }
     return 0;
 #undef NUM
@@ -304,10 +402,11 @@ static double bench__cpu_self(void)
            (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-/* utime + stime of pid in seconds, or -1. */
-static double bench__cpu_proc(pid_t pid)
+/* From /proc/PID/stat: utime + stime (*own) and cutime + cstime, the CPU
+ * of its children that have exited and been waited for (*dead), in
+ * seconds, and the parent's PID. 0, or -1 when pid is gone. */
+static int bench__stat(pid_t pid, double *own, double *dead, pid_t *ppid)
 {
-    if (!pid) return -1;
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "r");
@@ -317,10 +416,26 @@ static double bench__cpu_proc(pid_t pid)
     buf[n] = 0;
     char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
     if (!p) return -1;
-    unsigned long long ut = 0, st = 0;
-    /* after ") ": state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15) */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    unsigned long long ut = 0, st = 0, cut = 0, cst = 0;
+    int pp = 0;
+    /* after ") ": state(3) ppid(4) pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime(14)
+     * stime(15) cutime(16) cstime(17) */
+    if (sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %llu %llu", &pp, &ut, &st, &cut,
+               &cst) != 5)
+        return -1;
+    double hz = (double)sysconf(_SC_CLK_TCK);
+    if (own) *own = (double)(ut + st) / hz;
+    if (dead) *dead = (double)(cut + cst) / hz;
+    if (ppid) *ppid = (pid_t)pp;
+    return 0;
+}
+
+/* utime + stime of pid in seconds, or -1. */
+static double bench__cpu_proc(pid_t pid)
+{
+    double own;
+    if (!pid || bench__stat(pid, &own, NULL, NULL)) return -1;
+    return own;
 }
 
 /* Seconds thread tid of pid spent runnable but waiting for a CPU (the
@@ -369,6 +484,71 @@ static double bench__runq_wait(pid_t pid)
     }
     closedir(d);
     return total;
+}
+
+/* One --cpu entry now: CPU seconds and run-queue wait, with children
+ * (PID+): the process's own time and that of its children, live ones read
+ * from their /proc entries, exited ones from its cutime + cstime once it has
+ * waited for them. Over a window the difference counts each child's CPU in
+ * the window exactly once, whether it was born, lived through or exited in
+ * it. -1 when the process is gone. */
+static void bench__cpu_entry(const bench_cpu_t *e, double *cpu, double *wait)
+{
+    double own, dead;
+    *cpu = *wait = -1;
+    if (bench__stat(e->pid, &own, &dead, NULL)) return;
+    double w = bench__runq_wait(e->pid);
+    *cpu = own;
+    *wait = w > 0 ? w : 0;
+    if (!e->children) return;
+    *cpu += dead;
+    DIR *d = opendir("/proc");
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if ((unsigned)(de->d_name[0] - '0') > 9) continue;
+        pid_t c = (pid_t)atoi(de->d_name), pp;
+        double cown, cdead;
+        if (bench__stat(c, &cown, &cdead, &pp) || pp != e->pid) continue;
+        *cpu += cown + cdead;
+        double cw = bench__runq_wait(c);
+        if (cw > 0) *wait += cw;
+    }
+    closedir(d);
+}
+
+static void bench__cpu_sample(double *cpu, double *wait)
+{
+    for (int i = 0; i < bench_g.o.ncpu; i++) bench__cpu_entry(&bench_g.o.cpu[i], &cpu[i], &wait[i]);
+}
+
+/* --window-hook: `sh -c "CMD PHASE"`, its stdout sent to stderr (stdout is
+ * the JSON line); waits for it. */
+static void bench__hook(const char *phase)
+{
+    if (!bench_g.o.window_hook) return;
+    char cmd[4096];
+    if ((size_t)snprintf(cmd, sizeof cmd, "%s %s", bench_g.o.window_hook, phase) >= sizeof cmd) {
+        fprintf(stderr, "sori bench: warning: --window-hook: command too long\n");
+        return;
+    }
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "sori bench: warning: --window-hook: fork: %s\n", strerror(errno));
+        return;
+    }
+    if (pid == 0) {
+        dup2(2, 1);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st))
+        fprintf(stderr, "sori bench: warning: --window-hook %s: exit status %d\n", phase,
+                WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
 }
 
 /* VmRSS of pid in bytes, or -1. */
@@ -488,6 +668,7 @@ typedef struct {
     double connect_s, window_s, bench_cpu, server_cpu, bench_wait, server_wait;
     long long rss_before, rss_connected, rss_joined;
     uint64_t expected;
+    double ecpu[BENCH_CPU_MAX], ewait[BENCH_CPU_MAX]; /* --cpu entries over the window; -1: unknown */
 } bench_figures_t;
 
 static void bench__report(const bench_figures_t *fg, const char *url)
@@ -519,6 +700,12 @@ static void bench__report(const bench_figures_t *fg, const char *url)
         s.skipped_slots += x->skipped_slots;
         s.w_sent += x->w_sent, s.w_acked += x->w_acked, s.w_deliveries += x->w_deliveries;
         s.w_rtts += x->w_rtts, s.setup_errors += x->setup_errors;
+        s.w_cross += x->w_cross;
+        for (int k = 0; k < o->ntg; k++) {
+            s.w_acked_tg[k] += x->w_acked_tg[k];
+            s.w_deliveries_tg[k] += x->w_deliveries_tg[k];
+            s.conns_tg[k] += x->conns_tg[k];
+        }
         if (!*first_error && x->first_error[0]) first_error = x->first_error;
     }
     uint64_t opened = SUM(opened), failed = SUM(failed), sent = SUM(sent), deliveries = SUM(deliveries);
@@ -577,6 +764,43 @@ static void bench__report(const bench_figures_t *fg, const char *url)
     bench__num(f, "server_runq_wait_s", fg->server_wait, srv && fg->server_wait >= 0);
     bench__num(f, "deliveries_per_server_cpu_s", (double)s.w_deliveries / fg->server_cpu, srv && fg->server_cpu > 0);
     bench__num(f, "acks_per_server_cpu_s", (double)s.w_acked / fg->server_cpu, srv && fg->server_cpu > 0);
+    fprintf(f, ",\"targets\":[");
+    for (int k = 0; k < o->ntg; k++) {
+        const bench_target_t *tg = &o->tg[k];
+        fprintf(f, "%s{\"url\":\"ws://%s%s%s:%s", k ? "," : "", strchr(tg->host, ':') ? "[" : "", tg->host,
+                strchr(tg->host, ':') ? "]" : "", tg->port_str);
+        for (const char *p = tg->path; *p; p++) fputc(*p == '"' || *p == '\\' ? '_' : *p, f);
+        fprintf(f, "\",\"conns\":%llu,\"window_acked\":%llu,\"window_deliveries\":%llu}",
+                (unsigned long long)s.conns_tg[k], (unsigned long long)s.w_acked_tg[k],
+                (unsigned long long)s.w_deliveries_tg[k]);
+    }
+    fprintf(f, "]");
+    bench__int(f, "window_cross_deliveries", (long long)s.w_cross, o->ntg > 1);
+    bench__num(f, "cross_deliveries_per_s", (double)s.w_cross / w, o->ntg > 1 && fg->window_s > 0);
+    fprintf(f, ",\"cpu\":[");
+    int nl = 0;
+    for (int i = 0; i < o->ncpu; i++) { /* one object per label, in the order labels first appear */
+        int first = 1;
+        for (int j = 0; j < i; j++)
+            if (!strcmp(o->cpu[j].label, o->cpu[i].label)) first = 0;
+        if (!first) continue;
+        double cpu = 0, wait = 0;
+        int ok = 1;
+        fprintf(f, "%s{\"label\":\"%s\",\"pids\":\"", nl++ ? "," : "", o->cpu[i].label);
+        for (int j = i, k = 0; j < o->ncpu; j++) {
+            if (strcmp(o->cpu[j].label, o->cpu[i].label)) continue;
+            fprintf(f, "%s%d%s", k++ ? "," : "", (int)o->cpu[j].pid, o->cpu[j].children ? "+" : "");
+            if (fg->ecpu[j] < 0) ok = 0;
+            cpu += fg->ecpu[j];
+            wait += fg->ewait[j];
+        }
+        fprintf(f, "\"");
+        bench__num(f, "cpu_s", cpu, ok);
+        bench__num(f, "cpu_pct", 100.0 * cpu / w, ok && fg->window_s > 0);
+        bench__num(f, "runq_wait_s", wait, ok);
+        fprintf(f, "}");
+    }
+    fprintf(f, "]");
     bench__int(f, "server_rss_before", fg->rss_before, fg->rss_before >= 0);
     bench__int(f, "server_rss_connected", fg->rss_connected, fg->rss_connected >= 0);
     bench__int(f, "server_rss_joined", fg->rss_joined, fg->rss_joined >= 0);
@@ -628,6 +852,21 @@ static void bench__report(const bench_figures_t *fg, const char *url)
         fprintf(stderr, "  warning: runnable but waiting for a CPU %.2f s (bench), %.2f s (server) in the window: "
                         "contention skews latency\n",
                 fg->bench_wait, srv ? fg->server_wait : 0.0);
+    if (o->ntg > 1) {
+        fprintf(stderr, "  by URL (connections, acks/s, deliveries/s):");
+        for (int k = 0; k < o->ntg; k++)
+            fprintf(stderr, "%s %s %llu, %.0f, %.0f", k ? ";" : "", o->tg[k].url, (unsigned long long)s.conns_tg[k],
+                    (double)s.w_acked_tg[k] / w, (double)s.w_deliveries_tg[k] / w);
+        fprintf(stderr, "\n  deliveries from a sender on another URL: %.0f/s (%.1f%% of the window's)\n",
+                (double)s.w_cross / w, s.w_deliveries ? 100.0 * (double)s.w_cross / (double)s.w_deliveries : 0.0);
+    }
+    if (o->ncpu) {
+        fprintf(stderr, "  CPU in the window:");
+        for (int i = 0; i < o->ncpu; i++)
+            fprintf(stderr, "%s %s(%d%s) %.2f s", i ? "," : "", o->cpu[i].label, (int)o->cpu[i].pid,
+                    o->cpu[i].children ? "+" : "", fg->ecpu[i]);
+        fprintf(stderr, "\n");
+    }
     if (rss_ok)
         fprintf(stderr, "  server RSS %.1f MiB -> %.1f MiB: %.0f bytes per connection\n",
                 (double)fg->rss_before / 1048576.0, (double)fg->rss_joined / 1048576.0,
@@ -693,9 +932,13 @@ int bench_main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    char url[800];
-    snprintf(url, sizeof url, "ws://%s%s%s:%s%s", strchr(o->host, ':') ? "[" : "", o->host,
-             strchr(o->host, ':') ? "]" : "", o->port_str, o->path);
+    char url[BENCH_TARGETS_MAX * 800 + 16] = "";
+    for (int k = 0; k < o->ntg; k++) { /* the URLs, normalized, comma-separated */
+        const bench_target_t *tg = &o->tg[k];
+        size_t at = strlen(url);
+        snprintf(url + at, sizeof url - at, "%sws://%s%s%s:%s%s", k ? "," : "", strchr(tg->host, ':') ? "[" : "",
+                 tg->host, strchr(tg->host, ':') ? "]" : "", tg->port_str, tg->path);
+    }
     for (char *p = url; *p; p++)
         if (*p == '"' || *p == '\\') *p = '_'; /* it goes into JSON as is */
 
@@ -712,6 +955,7 @@ int bench_main(int argc, char **argv)
     int started = 0, status = 0, none = 0;
     bench_figures_t fg = {.rss_before = -1, .rss_connected = -1, .rss_joined = -1, .server_cpu = -1,
                           .bench_wait = -1, .server_wait = -1};
+    for (int i = 0; i < BENCH_CPU_MAX; i++) fg.ecpu[i] = fg.ewait[i] = -1;
     for (int i = 0; i < o->threads; i++) {
         bench_g.threads[i].id = i;
         if (bench_thread_setup(&bench_g.threads[i], err, sizeof err)) {
@@ -743,6 +987,10 @@ int bench_main(int argc, char **argv)
     if (!status && !bench__stop) {
         bench__advance(BP_CREATE);
         if (!bench__wait(bench__create_done, 30)) fprintf(stderr, "sori bench: warning: rooms not all created\n");
+        if (o->join_delay > 0) {
+            uint64_t until = bench_now_ns() + (uint64_t)(o->join_delay * 1e9);
+            while (!bench__stop && bench_now_ns() < until) bench__sleep_ms(10);
+        }
         bench__advance(BP_JOIN);
         if (!bench__wait(bench__join_done, 60)) fprintf(stderr, "sori bench: warning: joins not all answered\n");
         fg.rss_joined = bench__rss(o->server_pid);
@@ -750,6 +998,9 @@ int bench_main(int argc, char **argv)
         /* warm-up, then the measured window */
         uint64_t end = bench_now_ns() + (uint64_t)(o->warmup * 1e9);
         while (!bench__stop && !bench__close_done() && bench_now_ns() < end) bench__sleep_ms(10);
+        bench__hook("start");
+        double ecpu0[BENCH_CPU_MAX], ewait0[BENCH_CPU_MAX], ecpu1[BENCH_CPU_MAX], ewait1[BENCH_CPU_MAX];
+        bench__cpu_sample(ecpu0, ewait0);
         double cpu0 = bench__cpu_self(), scpu0 = bench__cpu_proc(o->server_pid);
         double wait0 = bench__loop_wait(), swait0 = o->server_pid ? bench__runq_wait(o->server_pid) : -1;
         uint64_t w0 = bench_now_ns();
@@ -768,6 +1019,13 @@ int bench_main(int argc, char **argv)
         double wait1 = bench__loop_wait(), swait1 = o->server_pid ? bench__runq_wait(o->server_pid) : -1;
         fg.bench_wait = wait0 >= 0 && wait1 >= 0 ? wait1 - wait0 : -1;
         fg.server_wait = swait0 >= 0 && swait1 >= 0 ? swait1 - swait0 : -1;
+        bench__cpu_sample(ecpu1, ewait1);
+        for (int i = 0; i < o->ncpu; i++) {
+            int ok = ecpu0[i] >= 0 && ecpu1[i] >= 0;
+            fg.ecpu[i] = ok ? ecpu1[i] - ecpu0[i] : -1;
+            fg.ewait[i] = ok ? ewait1[i] - ewait0[i] : -1;
+        }
+        bench__hook("end");
         bench__advance(BP_DRAIN);
         bench__stop = 0; /* a second ^C cuts the drain short */
         bench__wait(bench__drain_done, o->drain);

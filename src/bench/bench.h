@@ -35,18 +35,44 @@ int bench_main(int argc, char **argv);
 
 enum { BENCH_FANOUT, BENCH_CONNECTIONS, BENCH_DM, BENCH_DURABLE };
 
+#define BENCH_TARGETS_MAX 16 /* distinct server URLs (--url, --pub-url) */
+#define BENCH_CPU_MAX 32     /* --cpu entries */
+
+/* One server URL. Connections to the same URL string share a target; a
+ * delivery between connections of two targets counts as crossing servers. */
 typedef struct {
-    int scenario;
+    char url[800];
     char host[256];
     char port_str[8];
     char path[512];             /* "/ws", with any query the URL had */
     struct sockaddr_storage addr;
     socklen_t addrlen;
+} bench_target_t;
+
+/* One --cpu entry: a process to measure over the window, with its
+ * children when `children` (PID+). Entries with the same label add up. */
+typedef struct {
+    char label[24];
+    pid_t pid;
+    int children;
+} bench_cpu_t;
+
+typedef struct {
+    int scenario;
+    bench_target_t tg[BENCH_TARGETS_MAX]; /* tg[0]: the first --url */
+    int ntg;
+    int urls[BENCH_TARGETS_MAX], nurls;         /* --url: indexes into tg */
+    int pub_urls[BENCH_TARGETS_MAX], npub_urls; /* --pub-url (fanout publishers; default --url) */
+    int spread_room;            /* --spread room: a room's connections of one role share a target */
+    bench_cpu_t cpu[BENCH_CPU_MAX];
+    int ncpu;
+    const char *window_hook;    /* --window-hook: run with "start" / "end" at the window's edges */
     int threads;
     int sources;                /* > 1: bind to 127.0.0.2 .. 127.0.0.(sources+1) */
     int rooms, subs, pubs, conns, pairs, window;
     double rate;                /* messages/s per publisher; 0 = closed loop (window) */
     double duration, warmup, drain, connect_timeout;
+    double join_delay;          /* seconds between the create and join phases */
     int size;                   /* bytes of message text, >= BENCH_TS_TEXT */
     int connect_concurrency;    /* handshakes in progress at once, all threads */
     pid_t server_pid;
@@ -110,6 +136,9 @@ typedef struct {
     uint64_t late_slots;    /* open loop: sends over 1 ms behind the schedule */
     uint64_t skipped_slots; /* open loop: sends dropped, over 100 ms behind */
     uint64_t w_sent, w_acked, w_deliveries, w_rtts;
+    uint64_t w_cross;       /* window deliveries from a sender on another target */
+    uint64_t w_acked_tg[BENCH_TARGETS_MAX], w_deliveries_tg[BENCH_TARGETS_MAX]; /* by the connection's target */
+    uint64_t conns_tg[BENCH_TARGETS_MAX];
     uint64_t setup_errors;
     char first_error[160];
 } bench_stats_t;
@@ -160,6 +189,9 @@ int bench_thread_setup(bench_thread_t *t, char *err, size_t errlen);
 void *bench_thread_main(void *arg);
 /* Frees what bench_thread_setup allocated (after the thread is joined). */
 void bench_thread_free(bench_thread_t *t);
+/* The target (index into bench_g.o.tg) of the connection with global index
+ * gidx: by role (fanout publishers use --pub-url) and --spread. */
+int bench_target_of(uint32_t gidx);
 /* Wakes a loop thread so it sees a phase change. */
 void bench_thread_wake(bench_thread_t *t);
 

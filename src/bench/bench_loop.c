@@ -37,6 +37,11 @@
  * copy stands for the ack. Without seq, loss is counted (expected minus
  * delivered) but duplicates, order and gaps are not checked.
  *
+ * With several URLs (--url A,B, --pub-url) each connection has a target
+ * (bench_target_of: by role, connection or room, see --spread), and a
+ * delivery whose sender (the "from" of the message, b<tag>.<gidx>) has
+ * another target than its receiver counts as crossing servers.
+ *
  * Phases come from the coordinator (bench_g.phase, with an eventfd to wake
  * the thread); open-loop publishers are paced by a timerfd. With nothing to
  * do the thread sleeps in epoll_wait with no timeout.
@@ -81,6 +86,7 @@ typedef struct bench_conn {
     int fd;
     uint8_t state, role, creator, epout, dirty, joined, sent_close;
     uint8_t await_create, await_join; /* a setup reply is due */
+    uint8_t tg;                /* its server: bench_g.o.tg[tg] */
     uint8_t mask[4];
     uint32_t gidx, room, inflight;
     int64_t last_seq;          /* -1: not known yet */
@@ -303,7 +309,8 @@ static void bench__lost(bench_thread_t *t, bench_conn_t *c, const char *why)
 static void bench__start(bench_thread_t *t, bench_conn_t *c)
 {
     const bench_opts_t *o = &bench_g.o;
-    int fd = socket(o->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const bench_target_t *tg = &o->tg[c->tg];
+    int fd = socket(tg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         c->state = BC_CLOSED;
         BUMP(t->live.failed);
@@ -325,7 +332,7 @@ static void bench__start(bench_thread_t *t, bench_conn_t *c)
             return;
         }
     }
-    if (connect(fd, (const struct sockaddr *)&o->addr, o->addrlen) != 0 && errno != EINPROGRESS) {
+    if (connect(fd, (const struct sockaddr *)&tg->addr, tg->addrlen) != 0 && errno != EINPROGRESS) {
         bench__fail(t, c, "connect", strerror(errno));
         return;
     }
@@ -351,6 +358,7 @@ static void bench__connected(bench_thread_t *t, bench_conn_t *c)
         return;
     }
     const bench_opts_t *o = &bench_g.o;
+    const bench_target_t *tg = &o->tg[c->tg];
     unsigned char raw[16];
     uint64_t r1 = bench__rand(t), r2 = bench__rand(t);
     memcpy(raw, &r1, 8);
@@ -372,7 +380,7 @@ static void bench__connected(bench_thread_t *t, bench_conn_t *c)
     int n = snprintf(req, sizeof req,
                      "GET %s%s%cuser=%s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                     o->path, room, strchr(o->path, '?') ? '&' : '?', c->user, o->host, o->port_str, key);
+                     tg->path, room, strchr(tg->path, '?') ? '&' : '?', c->user, tg->host, tg->port_str, key);
     uint8_t *p = bench__out_reserve(c, (size_t)n);
     if (n <= 0 || (size_t)n >= sizeof req || !p) {
         bench__fail(t, c, "handshake request too long", NULL);
@@ -510,6 +518,19 @@ static int bench__send_msg(bench_thread_t *t, bench_conn_t *c, uint64_t now_us)
 
 static int bench__running(const bench_thread_t *t) { return t->phase == BP_RUN; }
 
+/* The global index of the sender named in p[0..n) ("from":"b<tag>.<n>"),
+ * or -1 when it is not one of this run's connections. */
+static int64_t bench__sender(const uint8_t *p, size_t n)
+{
+    const uint8_t *f = memmem(p, n, "\"from\":\"b", 9);
+    if (!f) return -1;
+    f += 9;
+    size_t tl = strlen(bench_g.o.tag);
+    if ((size_t)(p + n - f) <= tl + 1 || memcmp(f, bench_g.o.tag, tl) || f[tl] != '.') return -1;
+    int64_t v = bench__find_int(f + tl, (size_t)(p + n - f) - tl, ".", 1, NULL);
+    return v >= 0 && v < (int64_t)bench_g.nconns ? v : -1;
+}
+
 static void bench__on_ack(bench_thread_t *t, bench_conn_t *c, const uint8_t *p, size_t n, uint64_t now_us,
                           int measuring);
 
@@ -517,12 +538,20 @@ static void bench__on_message(bench_thread_t *t, bench_conn_t *c, const uint8_t 
                               int measuring)
 {
     BUMP(t->live.deliveries);
-    if (measuring) t->st.w_deliveries++;
+    if (measuring) {
+        t->st.w_deliveries++;
+        t->st.w_deliveries_tg[c->tg]++;
+    }
     /* the server writes room, id, seq, from, text in this order: each search
      * starts where the previous one matched, falling back to the whole frame */
     const uint8_t *q;
     int64_t seq = bench__find_int(p, n, "\"seq\":", 6, &q);
     size_t skip = q ? (size_t)(q - p) : 0;
+    if (measuring && bench_g.o.ntg > 1) {
+        int64_t from = bench__sender(p + skip, n - skip);
+        if (from < 0 && skip) from = bench__sender(p, n);
+        if (from >= 0 && bench_target_of((uint32_t)from) != c->tg) t->st.w_cross++;
+    }
     if (seq >= 0) {
         if (c->last_seq < 0) {
             c->last_seq = seq;
@@ -576,6 +605,7 @@ static void bench__on_ack(bench_thread_t *t, bench_conn_t *c, const uint8_t *p, 
     atomic_fetch_add_explicit(&bench_g.room_acked[c->room], 1, memory_order_relaxed);
     if (measuring) {
         t->st.w_acked++;
+        t->st.w_acked_tg[c->tg]++;
         uint64_t ts = bench__find_ts(p, n, "\"ref\":\"t=", 9);
         if (ts != UINT64_MAX) bench_hist_add(&t->ack, now_us > ts ? now_us - ts : 0);
     }
@@ -1041,6 +1071,38 @@ void bench_thread_wake(bench_thread_t *t)
     }
 }
 
+int bench_target_of(uint32_t gidx)
+{
+    const bench_opts_t *o = &bench_g.o;
+    if (o->ntg <= 1) return 0;
+    const int *list = o->urls;
+    int n = o->nurls;
+    uint32_t room, k;
+    switch (o->scenario) {
+    case BENCH_FANOUT: {
+        uint32_t per = (uint32_t)(o->pubs + o->subs), at = gidx % per;
+        room = gidx / per;
+        if (at < (uint32_t)o->pubs) {
+            list = o->pub_urls;
+            n = o->npub_urls;
+            k = room * (uint32_t)o->pubs + at; /* the k-th publisher */
+        } else {
+            k = room * (uint32_t)o->subs + (at - (uint32_t)o->pubs); /* the k-th subscriber */
+        }
+        break;
+    }
+    case BENCH_DM:
+        room = gidx / 2;
+        k = gidx;
+        break;
+    default:
+        room = gidx % (uint32_t)o->rooms;
+        k = gidx;
+        break;
+    }
+    return list[(o->spread_room ? room : k) % (uint32_t)n];
+}
+
 /* Roles, rooms and names of the connections with global index gidx. */
 static void bench__assign(bench_conn_t *c, uint32_t gidx)
 {
@@ -1096,6 +1158,8 @@ int bench_thread_setup(bench_thread_t *t, char *err, size_t errlen)
     for (uint32_t i = 0; i < t->nconns; i++) {
         bench_conn_t *c = &t->conns[i];
         bench__assign(c, (uint32_t)t->id + i * T);
+        c->tg = (uint8_t)bench_target_of(c->gidx);
+        t->st.conns_tg[c->tg]++;
         do {
             uint64_t r = bench__rand(t);
             memcpy(c->mask, &r, 4);

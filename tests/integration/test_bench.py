@@ -171,7 +171,41 @@ def test_guests_refused(make_server):
     assert b"401" in p.stderr and b"--allow-guests" in p.stderr
 
 
+def test_several_urls(make_server, tmp_path):
+    """--url/--pub-url lists: connections spread over them, deliveries between
+    two URLs counted as crossing; --cpu and --window-hook. Both URLs reach the
+    same server here (a query string makes the second one distinct), which is
+    enough to check the bench's bookkeeping."""
+    s = make_server(*FAST)
+    a, b = s.ws_url + "/ws", s.ws_url + "/ws?via=b"
+    hook = tmp_path / "hook.sh"
+    hook.write_text('echo "$1" >>"%s"\n' % (tmp_path / "hook.log"))
+    r, err = bench(s, "--url", "%s,%s" % (b, a), "--pub-url", "%s,%s" % (a, b), "--spread", "room",
+                   "--rooms", 2, "--subs", 4, "--window", 4, "--duration", 1, "--warmup", 0.3,
+                   "--cpu", "srv=%d,me=%d+" % (s.proc.pid, os.getpid()), "--window-hook", "sh %s" % hook)
+    assert_exact_delivery(r, recipients=5)
+    # room 0: publisher on a, subscribers on b; room 1: the other way round
+    assert [t["conns"] for t in r["targets"]] == [5, 5], r["targets"]
+    assert sum(t["window_deliveries"] for t in r["targets"]) == r["window_deliveries"]
+    assert sum(t["window_acked"] for t in r["targets"]) == r["window_acked"]
+    # every subscriber's copy crosses; the publishers' own copies do not
+    assert 0.7 * r["window_deliveries"] < r["window_cross_deliveries"] < r["window_deliveries"], r
+    assert "from a sender on another URL" in err
+    labels = {c["label"]: c for c in r["cpu"]}
+    assert labels["srv"]["cpu_s"] > 0 and labels["srv"]["pids"] == str(s.proc.pid)
+    assert labels["me"]["cpu_s"] is not None and labels["me"]["pids"].endswith("+")
+    assert (tmp_path / "hook.log").read_text().split() == ["start", "end"]
+    # one URL: no cross count
+    r, _ = bench(s, "--subs", 2, "--window", 2, "--duration", 0.5, "--warmup", 0)
+    assert r["window_cross_deliveries"] is None and len(r["targets"]) == 1
+
+
 @pytest.mark.parametrize("args,needle", [
+    (["--spread", "nope"], "--spread"),
+    (["--cpu", "x"], "--cpu"),
+    (["--cpu", "a=12x"], "--cpu"),
+    (["--url", "ws://127.0.0.1:1/ws,"], "--url"),
+    (["--scenario", "dm", "--pub-url", "ws://127.0.0.1:1/ws"], "--pub-url"),
     (["--rooms", "0"], "--rooms"),
     (["--scenario", "nope"], "--scenario"),
     (["--scenario", "dm", "--subs", "3"], "--subs"),
