@@ -65,9 +65,7 @@ static chat_room_t *chat__visible_room(chat_session_t *s, json_t *ref, const cha
     return r;
 }
 
-/* Adds user to r's members with role (user lock then room lock inside).
- * Returns 1 if added, 0 if already a member, < 0 on failure. */
-static int chat__add_member(chat_room_t *r, chat_user_t *u, char role, store_op_t *op)
+int chat__add_member(chat_room_t *r, chat_user_t *u, char role, store_op_t *op)
 {
     uv_mutex_lock(&u->lock);
     uv_mutex_lock(&r->lock);
@@ -95,7 +93,7 @@ static int chat__add_member(chat_room_t *r, chat_user_t *u, char role, store_op_
     return rc;
 }
 
-static void chat__del_member(chat_room_t *r, chat_user_t *u)
+void chat__del_member(chat_room_t *r, chat_user_t *u)
 {
     uv_mutex_lock(&u->lock);
     uv_mutex_lock(&r->lock);

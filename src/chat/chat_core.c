@@ -807,17 +807,25 @@ static chat_waiter_t *chat__commit_locked(chat_msg_t *m)
     return w;
 }
 
-static void chat__ack_waiters(chat_msg_t *m, chat_waiter_t *w)
+void chat__waiters_reply(chat_msg_t *m, chat_waiter_t *w, const char *error)
 {
-    metrics_inc(M_MESSAGES_IN);
     while (w) {
         chat_waiter_t *next = w->next;
-        chat__reply_ack(w->s, w->ref, m->room, m->id, m->seq, m->ts);
+        if (error)
+            chat__error(w->s, w->ref, "unavailable", error);
+        else
+            chat__reply_ack(w->s, w->ref, m->room, m->id, m->seq, m->ts);
         json_decref(w->ref);
         chat__session_unref(w->s);
         free(w);
         w = next;
     }
+}
+
+static void chat__ack_waiters(chat_msg_t *m, chat_waiter_t *w)
+{
+    metrics_inc(M_MESSAGES_IN);
+    chat__waiters_reply(m, w, NULL);
 }
 
 static void chat__msg_job_done(store_job_t *job, int status)
@@ -839,14 +847,7 @@ static void chat__msg_job_done(store_job_t *job, int status)
             chat__ack_waiters(m, w);
             chat__push_msg(m);
         } else {
-            while (w) {
-                chat_waiter_t *next = w->next;
-                chat__error(w->s, w->ref, "unavailable", "The store is shutting down; resend.");
-                json_decref(w->ref);
-                chat__session_unref(w->s);
-                free(w);
-                w = next;
-            }
+            chat__waiters_reply(m, w, "The store is shutting down; resend.");
         }
     }
     chat__msg_unref(m);
@@ -935,21 +936,26 @@ typedef struct {
     int n, cap;
 } chat_cread_t;
 
+int chat__msgs_add_row(chat_msg_t ***v, int *n, int *cap, chat_room_t *r, const store_msg_t *sm)
+{
+    if (*n == *cap) {
+        int c = *cap ? *cap * 2 : 64;
+        chat_msg_t **nv = realloc(*v, (size_t)c * sizeof *nv);
+        if (!nv) return SORI_ENOMEM;
+        *v = nv;
+        *cap = c;
+    }
+    chat_msg_t *m = chat__msg_new(r, sm->id, sm->seq, sm->ts, sm->from, sm->text, sm->text_len, sm->cid, sm->meta);
+    if (!m) return SORI_ENOMEM;
+    m->committed = 1;
+    (*v)[(*n)++] = m;
+    return 0;
+}
+
 static int chat__cread_row(void *arg, const store_msg_t *sm)
 {
     chat_cread_t *c = arg;
-    if (c->n == c->cap) {
-        int cap = c->cap ? c->cap * 2 : 64;
-        chat_msg_t **v = realloc(c->msgs, (size_t)cap * sizeof *v);
-        if (!v) return SORI_ENOMEM;
-        c->msgs = v;
-        c->cap = cap;
-    }
-    chat_msg_t *m = chat__msg_new(c->room, sm->id, sm->seq, sm->ts, sm->from, sm->text, sm->text_len, sm->cid, sm->meta);
-    if (!m) return SORI_ENOMEM;
-    m->committed = 1;
-    c->msgs[c->n++] = m;
-    return 0;
+    return chat__msgs_add_row(&c->msgs, &c->n, &c->cap, c->room, sm);
 }
 
 static void chat__cread_free(chat_cread_t *c)

@@ -298,6 +298,9 @@ void chat__error(chat_session_t *s, json_t *ref, const char *code, const char *m
 void chat__reply_text(chat_session_t *s, json_t *ref, char *text, size_t len);
 /* The ack of a send (PROTOCOL.md §3), encoded by hand. */
 void chat__reply_ack(chat_session_t *s, json_t *ref, const chat_room_t *r, uint64_t id, int64_t seq, int64_t ts);
+/* Answers and frees a waiter list: m's ack, or `unavailable` with error
+ * when error is set (no lock held). */
+void chat__waiters_reply(chat_msg_t *m, chat_waiter_t *w, const char *error);
 /* Publishes m to every worker with subscribers (room lock held). */
 void chat__publish(chat_room_t *r, chat_msg_t *m);
 /* Publishes an event to the room, except session `except` (room lock not held). */
@@ -331,6 +334,15 @@ chat_upload_t *chat__upload_get(const char *id);
 int chat__upload_link(const char *id, const char *type, int64_t size, int64_t created_at, chat_user_t *owner,
                       chat_room_t *room);
 void chat__upload_free(chat_upload_t *up);
+/* Adds user to r's members with role (user lock then room lock inside);
+ * op (may be NULL) gets the store op. 1 if added, 0 if already a member,
+ * < 0 on failure (chat_cmd.c). */
+int chat__add_member(chat_room_t *r, chat_user_t *u, char role, store_op_t *op);
+/* Removes user from r's members (user lock then room lock inside). */
+void chat__del_member(chat_room_t *r, chat_user_t *u);
+/* A stored message as a committed chat_msg_t of r, appended to (*v)[*n]
+ * (growing it); 0 or SORI_ENOMEM. For store range callbacks. */
+int chat__msgs_add_row(chat_msg_t ***v, int *n, int *cap, chat_room_t *r, const store_msg_t *sm);
 /* Adds a mention seq to a member (room lock held). */
 void chat__member_mention(chat_member_t *m, int64_t seq);
 /* Drops a member's mentions up to seq (room lock held). */

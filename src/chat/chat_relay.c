@@ -349,27 +349,10 @@ void chat__relay_fail(chat_msg_t *m, const char *msg)
         if (e && e->pending == m) chat__idem_free(map_del(&u->idem, m->cid, strlen(m->cid)));
     }
     if (u) uv_mutex_unlock(&u->lock);
-    while (w) {
-        chat_waiter_t *next = w->next;
-        chat__error(w->s, w->ref, "unavailable", msg);
-        json_decref(w->ref);
-        chat__session_unref(w->s);
-        free(w);
-        w = next;
-    }
+    chat__waiters_reply(m, w, msg);
 }
 
-static void chat__relay_ack(chat_msg_t *m, chat_waiter_t *w)
-{
-    while (w) {
-        chat_waiter_t *next = w->next;
-        chat__reply_ack(w->s, w->ref, m->room, m->id, m->seq, m->ts);
-        json_decref(w->ref);
-        chat__session_unref(w->s);
-        free(w);
-        w = next;
-    }
-}
+static void chat__relay_ack(chat_msg_t *m, chat_waiter_t *w) { chat__waiters_reply(m, w, NULL); }
 
 void chat__relay_committed(chat_msg_t *m, int status)
 {
@@ -697,34 +680,18 @@ static void chat__relay_apply_op(json_t *o)
     if (!r || !u) return;
     atomic_store(&u->known, 1);
     if (!strcmp(k, "member")) {
-        int added = 0;
-        uv_mutex_lock(&u->lock);
-        uv_mutex_lock(&r->lock);
-        chat_member_t *m = map_get(&r->members, u->name, strlen(u->name));
-        if (m) {
-            m->role = chat__relay_role(json_string_value(json_object_get(o, "role")));
-        } else if ((m = calloc(1, sizeof *m))) {
-            m->role = chat__relay_role(json_string_value(json_object_get(o, "role")));
-            m->added_ms = chat__now_ms();
-            if (map_put(&r->members, u->name, strlen(u->name), m)) {
-                free(m);
-            } else if (map_put(&u->rooms, r->id, strlen(r->id), r)) {
-                chat__member_free(map_del(&r->members, u->name, strlen(u->name)));
-            } else {
-                added = 1;
-            }
+        char role = chat__relay_role(json_string_value(json_object_get(o, "role")));
+        int added = chat__add_member(r, u, role, NULL);
+        if (added == 0) { /* a role change */
+            uv_mutex_lock(&r->lock);
+            chat_member_t *m = map_get(&r->members, u->name, strlen(u->name));
+            if (m) m->role = role;
+            uv_mutex_unlock(&r->lock);
         }
-        uv_mutex_unlock(&r->lock);
-        uv_mutex_unlock(&u->lock);
         /* as on the origin: every connection of a dm's member has the room */
-        if (added && r->kind == 'd') chat__user_subscribe(u, r, 1);
+        if (added == 1 && r->kind == 'd') chat__user_subscribe(u, r, 1);
     } else if (!strcmp(k, "member_del")) {
-        uv_mutex_lock(&u->lock);
-        uv_mutex_lock(&r->lock);
-        chat__member_free(map_del(&r->members, u->name, strlen(u->name)));
-        map_del(&u->rooms, r->id, strlen(r->id));
-        uv_mutex_unlock(&r->lock);
-        uv_mutex_unlock(&u->lock);
+        chat__del_member(r, u);
         chat__user_subscribe(u, r, 0);
     } else if (!strcmp(k, "read")) {
         int64_t seq = json_integer_value(json_object_get(o, "seq"));
@@ -1006,24 +973,13 @@ typedef struct {
 static int chat__relay_read_row(void *arg, const store_msg_t *sm)
 {
     chat_relay_read_t *rr = arg;
-    if (rr->n == rr->cap) {
-        int cap = rr->cap ? rr->cap * 2 : 64;
-        chat_msg_t **v = realloc(rr->msgs, (size_t)cap * sizeof *v);
-        if (!v) return SORI_ENOMEM;
-        rr->msgs = v;
-        rr->cap = cap;
-    }
-    chat_msg_t *m =
-        chat__msg_new(rr->room, sm->id, sm->seq, sm->ts, sm->from, sm->text, sm->text_len, sm->cid, sm->meta);
-    if (!m) return SORI_ENOMEM;
-    m->committed = 1;
-    if (sm->meta) {
+    int rc = chat__msgs_add_row(&rr->msgs, &rr->n, &rr->cap, rr->room, sm);
+    if (rc == 0 && sm->meta) {
         json_t *o = json_loads(sm->meta, 0, NULL);
-        if (o) chat__relay_learn_meta(m, o);
+        if (o) chat__relay_learn_meta(rr->msgs[rr->n - 1], o);
         json_decref(o);
     }
-    rr->msgs[rr->n++] = m;
-    return 0;
+    return rc;
 }
 
 static void chat__relay_read_free(chat_relay_read_t *rr)
