@@ -508,8 +508,9 @@ typedef struct {
     chat_session_t *s;
     json_t *ref;
     chat_room_t *room;
-    store_range_t q;
+    store_range_t q; /* one bound and a limit: after ascending, or before newest first */
     json_t *msgs;
+    int64_t latest; /* the room's committed seq when asked */
     int has_more;
     int failed;
 } chat_hread_t;
@@ -536,7 +537,13 @@ static int chat__hread_row(void *arg, const store_msg_t *sm)
 static void chat__hread_run(store_read_t *rd, const store_type_t *type, store_backend_t *b)
 {
     chat_hread_t *h = rd->arg;
-    if (!b || type->range(b, &h->q, chat__hread_row, h) < 0) h->failed = 1; /* !b: closing */
+    int got = b ? type->range(b, &h->q, chat__hread_row, h) : SORI_ECLOSED; /* !b: closing */
+    if (got < 0) h->failed = 1;
+    /* a full page may have more beyond it (a final empty page is possible,
+     * a loop is not: the next page starts past this one) */
+    json_t *edge = json_array_get(h->msgs, h->q.newest_first ? 0 : json_array_size(h->msgs) - 1);
+    json_int_t edge_seq = json_integer_value(json_object_get(edge, "seq"));
+    h->has_more = got == h->q.limit && got > 0 && (h->q.newest_first ? edge_seq > 1 : edge_seq < h->latest);
     if (h->failed)
         chat__error(h->s, h->ref, "unavailable", "History is not available right now; try again.");
     else {
@@ -563,44 +570,48 @@ void chat_history(chat_session_t *s, json_t *ref, const char *room, int64_t befo
     chat__history_run(s, ref, r, args);
 }
 
-/* args: before, after, limit */
+/* args: before, after, limit. Pages are counted in messages, not in seq
+ * arithmetic: a room's seqs may have gaps (a cluster's async-mode crash
+ * loses seqs Redis gave), and a page must never come back empty while
+ * has_more says there is more. The ring holds every committed message from
+ * its oldest on, so it answers when it reaches far enough back. */
 static void chat__history_run(chat_session_t *s, json_t *ref, chat_room_t *r, const int64_t args[4])
 {
     int64_t before = args[0], after = args[1];
     int limit = (int)args[2];
+    json_t *msgs = NULL;
+    int has_more = 0;
     uv_mutex_lock(&r->lock);
-    int64_t S = r->committed, first = S - (int64_t)r->ring_n + 1;
-    int64_t lo, hi;
-    int has_more;
-    if (after >= S) {
-        lo = 1, hi = 0, has_more = 0; /* nothing after the latest (and no overflow near 2^63) */
-    } else if (after >= 0) {
-        lo = after + 1;
-        hi = after < S - limit ? after + limit : S;
-        has_more = hi < S;
-    } else {
-        hi = before >= 0 && before - 1 < S ? before - 1 : S;
-        lo = hi - limit + 1 > 1 ? hi - limit + 1 : 1;
-        has_more = lo > 1;
-    }
-    if (hi < lo) {
-        uv_mutex_unlock(&r->lock);
-        chat__reply(s, ref, json_pack("{s:s, s:s, s:[], s:b}", "type", "history", "room", r->id, "messages",
-                                      "has_more", 0));
-        return;
-    }
-    if (lo >= first) {
-        json_t *msgs = json_array();
-        for (uint32_t i = 0; i < r->ring_n; i++) {
-            chat_msg_t *m = r->ring[(r->ring_head + i) % r->ring_cap];
-            if (m->seq >= lo && m->seq <= hi) json_array_append_new(msgs, chat__msg_obj(m));
+    int64_t S = r->committed;
+    uint32_t n = r->ring_n;
+#define RING_AT(i) (r->ring[(r->ring_head + (i)) % r->ring_cap])
+    int64_t oldest = n ? RING_AT(0)->seq : S + 1;
+    if (after >= 0 && after >= S) {
+        msgs = json_array(); /* nothing after the latest */
+    } else if (after >= 0 && after + 1 >= oldest) {
+        msgs = json_array();
+        uint32_t i = 0;
+        while (i < n && RING_AT(i)->seq <= after) i++;
+        for (int k = 0; i < n && k < limit; i++, k++) json_array_append_new(msgs, chat__msg_obj(RING_AT(i)));
+        has_more = i < n;
+    } else if (after < 0) {
+        int64_t below = before >= 0 ? before : INT64_MAX;
+        uint32_t end = n; /* ring[0..end) are below `below` */
+        while (end > 0 && RING_AT(end - 1)->seq >= below) end--;
+        if (end >= (uint32_t)limit || (n && oldest <= 1) || (!n && S == 0)) {
+            msgs = json_array();
+            uint32_t from = end > (uint32_t)limit ? end - (uint32_t)limit : 0;
+            for (uint32_t i = from; i < end; i++) json_array_append_new(msgs, chat__msg_obj(RING_AT(i)));
+            has_more = from > 0 || (end > 0 && RING_AT(from)->seq > 1);
         }
-        uv_mutex_unlock(&r->lock);
-        chat__reply(s, ref, json_pack("{s:s, s:s, s:o, s:b}", "type", "history", "room", r->id, "messages",
-                                      msgs, "has_more", has_more));
+    }
+#undef RING_AT
+    uv_mutex_unlock(&r->lock);
+    if (msgs) {
+        chat__reply(s, ref, json_pack("{s:s, s:s, s:o, s:b}", "type", "history", "room", r->id, "messages", msgs,
+                                      "has_more", has_more));
         return;
     }
-    uv_mutex_unlock(&r->lock);
     chat_hread_t *h = calloc(1, sizeof *h);
     if (!h) {
         chat__error(s, ref, "internal", "Out of memory.");
@@ -609,9 +620,12 @@ static void chat__history_run(chat_session_t *s, json_t *ref, chat_room_t *r, co
     h->s = chat__session_ref(s);
     h->ref = chat__ref_hold(ref);
     h->room = r;
-    h->q = (store_range_t){.room = r->id, .after = lo - 1, .before = hi + 1, .limit = limit, .newest_first = 1};
+    if (after >= 0)
+        h->q = (store_range_t){.room = r->id, .after = after, .limit = limit};
+    else
+        h->q = (store_range_t){.room = r->id, .before = before > 0 ? before : 0, .limit = limit, .newest_first = 1};
     h->msgs = json_array();
-    h->has_more = has_more;
+    h->latest = S;
     h->rd.run = chat__hread_run;
     h->rd.arg = h;
     store_read(chat__g.store, &h->rd);
