@@ -1043,6 +1043,11 @@ static void chat__relay_read_run(store_read_t *rd, const store_type_t *type, sto
      * too: a dm's connections start live from the latest, as on one node */
     int sync = rr->sync || !r->warm;
     if (!rr->sync) r->fill = 0; /* from here a new gap schedules another read */
+    /* A held message seen before the read began was committed before its
+     * snapshot, and so was every seq below it (sync durability: a later
+     * seq's transaction waited for the earlier one): only those may be
+     * declared missing. One that arrives during the read proves nothing. */
+    int64_t held_before = r->nheld ? r->held[0]->seq : 0;
     uv_mutex_unlock(&r->lock);
     store_range_t q = {.room = r->id, .after = sync ? 0 : after, .limit = sync ? (chat__g.cfg.ring > 0 ? chat__g.cfg.ring : 1) : RELAY_FILL_PAGE,
                        .newest_first = sync};
@@ -1060,8 +1065,8 @@ static void chat__relay_read_run(store_read_t *rd, const store_type_t *type, sto
         chat__relay_drain_locked(r);
         /* async: the origin writes within --flush-ms; give it two */
         int64_t patience = chat__g.cfg.durability == STORE_ASYNC ? 2LL * chat__g.cfg.flush_ms + 1000 : 0;
-        if (got >= 0 && got < RELAY_FILL_PAGE && r->nheld && r->held[0]->seq > r->committed + 1 &&
-            chat__now_ms() - r->gap_ms >= patience) {
+        if (got >= 0 && got < RELAY_FILL_PAGE && r->nheld && r->held[0]->seq > r->committed + 1 && held_before &&
+            r->held[0]->seq <= held_before && chat__now_ms() - r->gap_ms >= patience) {
             /* the store has nothing before the held message: move past */
             LOG_WARN("relay", "%s: seqs %lld..%lld are not in the store; skipped", r->id,
                      (long long)r->committed + 1, (long long)r->held[0]->seq - 1);
