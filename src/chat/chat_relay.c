@@ -437,9 +437,8 @@ static int chat__relay_eval_locked(chat_msg_t *m)
             const char *argv[11] = {"EVAL", chat__relay_lua, "2", key, idem, ch, pre, at + 8, id, ts,
                                     m->cid ? "1" : "0"};
             size_t lens[11];
-            for (int i = 0; i < 11; i++) lens[i] = strlen(argv[i]);
-            lens[6] = (size_t)pl + head;
-            lens[7] = m->json_len - (head + 1);
+            for (int i = 0; i < 11; i++) /* pre (6) is not NUL-terminated */
+                lens[i] = i == 6 ? (size_t)pl + head : i == 7 ? m->json_len - (head + 1) : strlen(argv[i]);
             chat__msg_ref(m);
             rc = bus_command(b, 11, argv, lens, chat__relay_assigned, m);
             if (rc) chat__msg_unref(m);
