@@ -15,7 +15,8 @@
 # and an emptied Redis (FLUSHALL), runs `build/sori bench`, and stops the
 # nodes it started by PID, one after the other.
 #
-# modes (all run in every round, their order rotating from round to round):
+# modes (--modes, default "cluster cluster-half pg sqlite"; all those given run
+# in every round, their order rotating from round to round):
 #   cluster       2 nodes (--redis, sync durability), R rooms (default 2), room
 #                 r's publisher on node r mod 2 and its S subscribers on the
 #                 other node: every delivery but the publisher's own copy
@@ -24,6 +25,12 @@
 #                 split evenly over both nodes: half the deliveries cross
 #   pg            1 node on the same PostgreSQL, no Redis, same rooms and load
 #   sqlite        1 node on SQLite (the default store), same load
+# more modes, not in the default list (name them with --modes):
+#   cluster-async like cluster (all cross), both nodes with --durability async
+#                 (default --flush-ms): Redis assigns each message's seq (one
+#                 EVAL per message; EXISTS, INCR and PUBLISH run inside the
+#                 script), the store write follows within --flush-ms
+#   pg-async      1 node on the same PostgreSQL with --durability async
 # loads (each run in every mode):
 #   closed        1 publisher per room keeping W sends in flight (--window, 16):
 #                 as much as the setup gives
@@ -46,6 +53,9 @@
 # At the window's edges (`sori bench --window-hook`) it snapshots Redis's INFO
 # commandstats, PostgreSQL's next transaction id and WAL position, and each
 # node's /metrics: Redis commands, write transactions and WAL bytes per message.
+# After the window it also counts the messages in the store: with async
+# durability, the messages accepted but not yet written then (should be at most
+# about --flush-ms worth).
 #
 # Outputs in build/bench/: cluster-<stamp>.jsonl (one line per run: the bench's
 # JSON plus mode, round, CPU and the Redis/PostgreSQL counters),
@@ -84,6 +94,13 @@ while [ $# -gt 0 ]; do
     --loads) LOADS=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "cluster.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+for m in $MODES; do
+    case "$m" in
+    cluster|cluster-half|cluster-async|pg|pg-async|sqlite) ;;
+    *) echo "cluster.sh: unknown mode $m (see --help)" >&2; exit 2 ;;
     esac
 done
 
@@ -181,6 +198,9 @@ phase=$1
 # request): cluster_table.py divides rates over each counter's own interval,
 # so the few ms between two snapshots do not skew a ratio of two counters.
 pg() { psql -X -q -At -d "$HOOK_DB" -c "select pg_snapshot_xmax(pg_current_snapshot()), pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'), extract(epoch from clock_timestamp())" >"$HOOK_DIR/pg-$phase.txt" 2>&1; }
+# messages in the store after the window (async modes: what is not written yet
+# is the accepted count minus this; taken last, outside the measured window)
+rows() { psql -X -q -At -d "$HOOK_DB" -c "select count(*) from messages" >"$HOOK_DIR/rows-$phase.txt" 2>&1; }
 nodes() {
     local p t0
     for p in $HOOK_PORTS; do
@@ -190,7 +210,7 @@ nodes() {
     done >"$HOOK_DIR/metrics-$phase.txt"
 }
 redis() { printf 'TIME\nINFO commandstats\n' | redis-cli -h 127.0.0.1 -p "$REDIS_PORT" >"$HOOK_DIR/redis-$phase.txt"; }
-if [ "$phase" = start ]; then pg; nodes; redis; else redis; nodes; pg; fi
+if [ "$phase" = start ]; then pg; nodes; redis; else redis; nodes; pg; rows; fi
 EOF
 chmod +x "$HOOK"
 
@@ -212,11 +232,15 @@ run_one() { # load mode round -> appends one line to $RESULTS
     p2=$(free_port)
     local u1=ws://127.0.0.1:$p1/ws u2=ws://127.0.0.1:$p2/ws
     case "$mode" in
-    cluster|cluster-half)
-        start_node sori1 "$dir/n1" "$p1" --node-id 1 --db "$db_url" --redis "$SORI_REDIS_URL"
-        start_node sori2 "$dir/n2" "$p2" --node-id 2 --db "$db_url" --redis "$SORI_REDIS_URL" ;;
+    cluster|cluster-half|cluster-async)
+        local dur=()
+        [ "$mode" = cluster-async ] && dur=(--durability async)
+        start_node sori1 "$dir/n1" "$p1" --node-id 1 --db "$db_url" --redis "$SORI_REDIS_URL" "${dur[@]}"
+        start_node sori2 "$dir/n2" "$p2" --node-id 2 --db "$db_url" --redis "$SORI_REDIS_URL" "${dur[@]}" ;;
     pg) start_node sori "$dir/n1" "$p1" --db "$db_url" ;;
+    pg-async) start_node sori "$dir/n1" "$p1" --db "$db_url" --durability async ;;
     sqlite) start_node sori "$dir/n1" "$p1" ;;
+    *) echo "cluster.sh: unknown mode $mode (see --help)" >&2; exit 2 ;;
     esac
     local i
     for i in "${!NODE_PIDS[@]}"; do
@@ -229,7 +253,7 @@ run_one() { # load mode round -> appends one line to $RESULTS
         fi
     done
     case "$mode" in
-    cluster) args=(--pub-url "$u1,$u2" --url "$u2,$u1" --spread room) ;;
+    cluster|cluster-async) args=(--pub-url "$u1,$u2" --url "$u2,$u1" --spread room) ;;
     cluster-half) args=(--pub-url "$u1" --url "$u1,$u2") ;;
     *) args=(--url "$u1") ;;
     esac

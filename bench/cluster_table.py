@@ -9,7 +9,8 @@
       (used by cluster.sh) prints one results line: the bench's JSON LINE with
       the load, the mode, the round, the counters the window hook saved in HOOK_DIR
       (Redis INFO commandstats, PostgreSQL's next xid and WAL position, each
-      node's /metrics) turned into deltas over the window, whether each node
+      node's /metrics) turned into deltas over the window, the messages
+      accepted but not in the store just after it, whether each node
       was alive after the bench and its exit status, and the warning/error
       lines of each node's log (LOGPREFIX-NAME.log).
 """
@@ -20,13 +21,23 @@ import statistics
 import sys
 from collections import defaultdict
 
-ORDER = ["cluster", "cluster-half", "pg", "sqlite"]
+ORDER = ["cluster", "cluster-half", "cluster-async", "pg", "pg-async", "sqlite"]
 LABEL = {
     "cluster": "2 nodes, all cross",
     "cluster-half": "2 nodes, half cross",
+    "cluster-async": "2 nodes, all cross, async",
     "pg": "1 node, PostgreSQL",
+    "pg-async": "1 node, PostgreSQL, async",
     "sqlite": "1 node, SQLite",
 }
+CLUSTERS = ["cluster", "cluster-half", "cluster-async"]
+# the ratios printed (numerator ÷ denominator), when both modes ran
+RATIOS = [("cluster", "pg"), ("cluster", "sqlite"), ("cluster-half", "pg"), ("cluster-half", "sqlite"),
+          ("cluster-async", "cluster"), ("cluster-async", "pg-async"), ("pg-async", "pg")]
+# calls Redis counts in INFO commandstats although no client sent them: the
+# async seq script (chat_relay.c) runs EXISTS, INCR and PUBLISH inside each
+# EVAL that assigns a seq, and INCR is issued nowhere else
+SCRIPT_CALLS_PER_INCR = 3
 
 
 def read(path):
@@ -106,6 +117,14 @@ def merge(argv):
             r["pg_wal_per_msg"] = r["pg_wal_bytes"] / dt / rate
     except (AttributeError, ValueError):
         pass
+    # messages accepted (all nodes, since they started) but not in the store
+    # just after the window: the async write backlog (about 0 with sync)
+    try:
+        rows = int(read(os.path.join(hook, "rows-end.txt")).strip())
+        if nb and mode != "sqlite":
+            r["unwritten_after"] = int(sum(v.get("messages_in", 0) for v in nb.values())) - rows
+    except (AttributeError, ValueError):
+        pass
     r["nodes_alive_after"] = [c == "1" for c in alive]
     r["node_exit"] = [int(x) for x in rcs.split()]
     logs = {}
@@ -144,6 +163,8 @@ def fmt(v, kind="int"):
         return f"{v:.3f}"
     if kind == "2":
         return f"{v:.2f}"
+    if kind == "e":
+        return f"{v:.1e}" if v else "0"
     return str(v)
 
 
@@ -197,6 +218,8 @@ def figures(r):
             f[f"n{i + 1}_m"] = c["messages_in"] / c["s"]
     if "redis_per_msg" in r:
         f["redis_total"] = sum(r["redis_per_msg"].values())
+        # what the nodes sent: the calls made inside the seq script left out
+        f["redis_sent"] = f["redis_total"] - SCRIPT_CALLS_PER_INCR * r["redis_per_msg"].get("incr", 0)
     if r["mode"] != "sqlite":
         f["pg_xacts"] = r.get("pg_xacts_per_msg")
         f["pg_wal"] = r.get("pg_wal_per_msg")
@@ -298,7 +321,14 @@ def load_tables(load, meta, all_modes, runs, failed):
                + ("; bench sends over 1 ms late " + ", ".join(f"{LABEL[m]} {M(m, 'late'):.0%}" for m in modes if F[m])
                   if any(M(m, "late") is not None for m in modes if F[m]) else "") + ".")
     out.append("")
-    nodes = [m for m in ("cluster", "cluster-half") if F.get(m) and M(m, "n1_d") is not None]
+    unw = {m: [r["unwritten_after"] for r in R[m] if "unwritten_after" in r] for m in modes if m.endswith("-async")}
+    if any(unw.values()):
+        out.append("Accepted but not yet in the store just after the window (async write backlog; --flush-ms "
+                   "should bound it to about 1 s of messages), per round: " + "; ".join(
+                       f"{LABEL[m]} {', '.join(f'{v:,}' for v in vs)} (at {fmt(M(m, 'acks'))} msg/s)"
+                       for m, vs in unw.items() if vs) + ".")
+        out.append("")
+    nodes = [m for m in CLUSTERS if F.get(m) and M(m, "n1_d") is not None]
     if nodes:
         out.append("| per node | node 1 CPU | node 1 msg/s accepted | node 1 deliveries per its CPU-s "
                    "| node 2 CPU | node 2 msg/s accepted | node 2 deliveries per its CPU-s |")
@@ -308,20 +338,19 @@ def load_tables(load, meta, all_modes, runs, failed):
                        f"{fmt(M(m, 'n2_pct'), 'pct')} | {fmt(M(m, 'n2_m'))} | {fmt(M(m, 'n2_d'))} |")
         out.append("")
 
-    singles = [m for m in ("pg", "sqlite") if F.get(m)]
-    clusters = [m for m in ("cluster", "cluster-half") if F.get(m)]
-    if singles and clusters:
-        out.append("| figure | " + " | ".join(f"{LABEL[c]} ÷ {LABEL[s]}" for c in clusters for s in singles) + " |")
-        out.append("|---|" + "---:|" * (len(clusters) * len(singles)))
+    clusters = [m for m in CLUSTERS if F.get(m)]
+    pairs = [(a, b) for a, b in RATIOS if F.get(a) and F.get(b)]
+    if pairs:
+        out.append("| figure | " + " | ".join(f"{LABEL[c]} ÷ {LABEL[s]}" for c, s in pairs) + " |")
+        out.append("|---|" + "---:|" * len(pairs))
         for k, name in [("acks", "acked msg/s"), ("deliv", "deliveries/s"),
                         ("d_sori", "deliveries per sori CPU-s"),
                         ("d_all", "deliveries per CPU-s, sori + Redis + PG"),
                         ("a_all", "acked messages per CPU-s, sori + Redis + PG")]:
             cells = []
-            for c in clusters:
-                for s in singles:
-                    a, b = M(c, k), M(s, k)
-                    cells.append(fmt(a / b, "ratio") if a and b else "–")
+            for c, s in pairs:
+                a, b = M(c, k), M(s, k)
+                cells.append(fmt(a / b, "ratio") if a and b else "–")
             out.append(f"| {name} | " + " | ".join(cells) + " |")
         out.append("")
 
@@ -332,7 +361,7 @@ def load_tables(load, meta, all_modes, runs, failed):
     def per_s(m, k):
         return med([r["redis_calls"].get(k, 0) / r["redis_s"] for r in R[m] if "redis_s" in r])
     cmds = sorted({k for m in clusters for r in R[m] for k in r.get("redis_per_msg", {})},
-                  key=lambda k: -max(per_msg(m, k) or 0 for m in clusters))
+                  key=lambda k: (-round(max(per_msg(m, k) or 0 for m in clusters), 2), k != "eval", k))
     pg_modes = [m for m in modes if m != "sqlite" and F[m]]
     if cmds or pg_modes:
         out.append("Redis commands per acked message (and per second), PostgreSQL work per acked message:")
@@ -347,11 +376,19 @@ def load_tables(load, meta, all_modes, runs, failed):
                              + (f" ({per_s(m, k):,.0f}/s)" if per_s(m, k) >= 10 else f" ({per_s(m, k):.1f}/s)"))
             out.append(f"| Redis {k.upper()} | " + " | ".join(cells) + " |")
         if cmds:
-            out.append("| **Redis commands, all** | " + " | ".join(
+            scripted = any(per_msg(m, "incr") for m in clusters)
+            out.append(("| **Redis commands, all** (INFO commandstats: calls inside scripts included) | " if scripted
+                        else "| **Redis commands, all** | ") + " | ".join(
                 f"**{M(m, 'redis_total'):.3f}**" if m.startswith("cluster") and M(m, "redis_total") is not None
                 else "–" for m in pg_modes) + " |")
+            if scripted:
+                out.append("| **Redis commands sent by the nodes** (the seq script's EXISTS + INCR + PUBLISH "
+                           "left out: 3 per INCR) | " + " | ".join(
+                               f"**{M(m, 'redis_sent'):.3f}**" if m.startswith("cluster")
+                               and M(m, "redis_sent") is not None else "–" for m in pg_modes) + " |")
         out.append("| PostgreSQL write transactions (commits) | "
-                   + " | ".join(fmt(M(m, "pg_xacts"), "3") for m in pg_modes) + " |")
+                   + " | ".join(fmt(M(m, "pg_xacts"), "3" if (M(m, "pg_xacts") or 0) >= 0.001 else "e")
+                                for m in pg_modes) + " |")
         out.append("| PostgreSQL WAL bytes | " + " | ".join(fmt(M(m, "pg_wal")) for m in pg_modes) + " |")
         out.append("")
     return out
