@@ -336,6 +336,7 @@ test('phone width: the room list is behind a button and the composer fits', asyn
   await page.getByRole('button', { name: 'New room' }).click();
   await page.getByLabel('Room id').fill(name('small'));
   await page.locator('#room-create').click();
+  await page.locator('#composer').waitFor({ timeout: T }); // shown once the new room opens
   const box = await page.locator('#composer').boundingBox();
   assert.ok(box && box.x >= 0 && box.x + box.width <= 376, JSON.stringify(box));
   // log out clears the token
