@@ -511,6 +511,8 @@ typedef struct {
     store_range_t q; /* one bound and a limit: after ascending, or before newest first */
     json_t *msgs;
     int64_t latest; /* the room's committed seq when asked */
+    chat_msg_t **ring; /* the ring's part of the page, ascending (refs): */
+    uint32_t nring;    /* messages not written yet (async) are there only */
     int has_more;
     int failed;
 } chat_hread_t;
@@ -539,11 +541,23 @@ static void chat__hread_run(store_read_t *rd, const store_type_t *type, store_ba
     chat_hread_t *h = rd->arg;
     int got = b ? type->range(b, &h->q, chat__hread_row, h) : SORI_ECLOSED; /* !b: closing */
     if (got < 0) h->failed = 1;
+    /* Then the ring's messages newer than the store's rows (written later,
+     * with async durability): the page is the store's and the ring's. */
+    size_t n = json_array_size(h->msgs);
+    json_int_t top = n ? json_integer_value(json_object_get(json_array_get(h->msgs, n - 1), "seq"))
+                       : h->q.newest_first ? 0 : h->q.after;
+    for (uint32_t i = 0; i < h->nring && !h->failed; i++) {
+        if (h->ring[i]->seq <= top) continue;
+        if (!h->q.newest_first && json_array_size(h->msgs) >= (size_t)h->q.limit) break;
+        json_array_append_new(h->msgs, chat__msg_obj(h->ring[i]));
+    }
+    while (json_array_size(h->msgs) > (size_t)h->q.limit) json_array_remove(h->msgs, 0); /* the newest limit */
     /* a full page may have more beyond it (a final empty page is possible,
      * a loop is not: the next page starts past this one) */
-    json_t *edge = json_array_get(h->msgs, h->q.newest_first ? 0 : json_array_size(h->msgs) - 1);
-    json_int_t edge_seq = json_integer_value(json_object_get(edge, "seq"));
-    h->has_more = got == h->q.limit && got > 0 && (h->q.newest_first ? edge_seq > 1 : edge_seq < h->latest);
+    n = json_array_size(h->msgs);
+    json_int_t first = json_integer_value(json_object_get(json_array_get(h->msgs, 0), "seq"));
+    json_int_t last = json_integer_value(json_object_get(json_array_get(h->msgs, n ? n - 1 : 0), "seq"));
+    h->has_more = n == (size_t)h->q.limit && (h->q.newest_first ? first > 1 : last < h->latest);
     if (h->failed)
         chat__error(h->s, h->ref, "unavailable", "History is not available right now; try again.");
     else {
@@ -554,6 +568,8 @@ static void chat__hread_run(store_read_t *rd, const store_type_t *type, store_ba
     }
     json_decref(h->msgs);
     json_decref(h->ref);
+    for (uint32_t i = 0; i < h->nring; i++) chat__msg_unref(h->ring[i]);
+    free(h->ring);
     chat__session_unref(h->s);
     free(h);
 }
@@ -605,6 +621,22 @@ static void chat__history_run(chat_session_t *s, json_t *ref, chat_room_t *r, co
             has_more = from > 0 || (end > 0 && RING_AT(from)->seq > 1);
         }
     }
+    chat_hread_t *h = NULL;
+    if (!msgs && (h = calloc(1, sizeof *h))) {
+        /* the store answers; the ring's part of the same window joins it: the
+         * oldest `limit` of the ring going forward, its newest `limit` below
+         * `before` going back */
+        uint32_t from = 0, to = n;
+        if (after >= 0) {
+            to = n < (uint32_t)limit ? n : (uint32_t)limit;
+        } else {
+            int64_t below = before >= 0 ? before : INT64_MAX;
+            while (to > 0 && RING_AT(to - 1)->seq >= below) to--;
+            from = to > (uint32_t)limit ? to - (uint32_t)limit : 0;
+        }
+        if (to > from && (h->ring = malloc((to - from) * sizeof *h->ring)))
+            for (uint32_t i = from; i < to; i++) h->ring[h->nring++] = chat__msg_ref(RING_AT(i));
+    }
 #undef RING_AT
     uv_mutex_unlock(&r->lock);
     if (msgs) {
@@ -612,7 +644,6 @@ static void chat__history_run(chat_session_t *s, json_t *ref, chat_room_t *r, co
                                       "has_more", has_more));
         return;
     }
-    chat_hread_t *h = calloc(1, sizeof *h);
     if (!h) {
         chat__error(s, ref, "internal", "Out of memory.");
         return;

@@ -648,15 +648,11 @@ void chat__user_event(chat_user_t *u, json_t *obj)
 {
     chat_msg_t *ev = chat__event_new(obj);
     if (!ev) return;
-    uv_mutex_lock(&u->lock);
-    for (uint32_t i = 0; i < u->nsessions; i++) chat__session_event(u->sessions[i], ev);
-    uv_mutex_unlock(&u->lock);
+    chat__user_event_local(u, ev);
     chat__relay_user_event(u, ev);
     chat__msg_unref(ev);
 }
 
-/* A user event from another node, to our sessions of u. */
-void chat__user_event_local(chat_user_t *u, chat_msg_t *ev);
 void chat__user_event_local(chat_user_t *u, chat_msg_t *ev)
 {
     uv_mutex_lock(&u->lock);

@@ -256,9 +256,12 @@ void chat__relay_stop(void);
 void chat__relay_on_message(int origin, const char *channel, const char *data, size_t len);
 void chat__relay_on_up(void);
 void chat__relay_on_down(void);
-/* The bus (chat_cluster.c), NULL on one node. */
+/* The bus for a call (chat_cluster.c): NULL on one node or once stopping.
+ * Always pair with chat__cluster_bus_release (a read lock that
+ * chat_cluster_stop takes to write, so the bus is not closed under a call). */
 struct bus;
-struct bus *chat__cluster_bus(void);
+struct bus *chat__cluster_bus_hold(void);
+void chat__cluster_bus_release(void);
 void chat__rooms_foreach(void (*fn)(const char *k, size_t kl, void *v, void *arg), void *arg);
 const char *chat__kind_name(char kind);
 const char *chat__role_name(char role);
@@ -307,6 +310,8 @@ void chat__publish(chat_room_t *r, chat_msg_t *m);
 void chat__room_event(chat_room_t *r, json_t *obj, chat_session_t *except);
 /* Sends an event to every live session of user (posted to their workers). */
 void chat__user_event(chat_user_t *u, json_t *obj);
+/* The same for an event from another node: this node's sessions only. */
+void chat__user_event_local(chat_user_t *u, chat_msg_t *ev);
 /* Subscribes s to r on s's worker (worker-thread only); returns the sub. */
 chat_sub_t *chat__sub_add(chat_session_t *s, chat_room_t *r);
 chat_sub_t *chat__sub_find(chat_session_t *s, chat_room_t *r);

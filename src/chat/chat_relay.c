@@ -30,8 +30,8 @@
  * and applied like notices, and memberships the store no longer has are
  * dropped (chat__relay_on_up).
  *
- * Payloads: 'm' + the message's event JSON (as clients get it), 'e' + a
- * room event's JSON on the room's channel; on "sori:state", 's' + a JSON
+ * Payloads: on a room's channel the message's or event's JSON as clients
+ * get it (a message's begins {"type":"message",); on "sori:state", 's' + a JSON
  * array of committed state ops, 'u' + user name + '\n' + a user event's JSON.
  *
  * Threads: store writer threads (commits), the reader thread (fills), the
@@ -59,20 +59,21 @@
 #define RELAY_FILL_PAGE 500
 #define RELAY_STATE_CHANNEL "sori:state"
 
-struct bus *chat__cluster_bus_hold(void);
-void chat__cluster_bus_release(void);
-void chat__user_event_local(chat_user_t *u, chat_msg_t *ev);
 
 /* ---- publishing ---- */
 
+/* Publishes data, after a one-byte kind unless kind is 0 (room channels:
+ * the JSON as clients get it, sent without a copy here). */
 static int chat__relay_publish(const char *channel, char kind, const char *data, size_t len)
 {
-    char *p = malloc(len + 1);
-    if (!p) return SORI_ENOMEM;
-    p[0] = kind;
-    memcpy(p + 1, data, len);
+    char *p = NULL;
+    if (kind) {
+        if (!(p = malloc(len + 1))) return SORI_ENOMEM;
+        p[0] = kind;
+        memcpy(p + 1, data, len);
+    }
     struct bus *b = chat__cluster_bus_hold();
-    int rc = b ? bus_publish(b, channel, p, len + 1, NULL, NULL) : SORI_ECLOSED;
+    int rc = b ? bus_publish(b, channel, p ? p : data, len + (p != NULL), NULL, NULL) : SORI_ECLOSED;
     chat__cluster_bus_release();
     free(p);
     return rc;
@@ -379,7 +380,7 @@ void chat__relay_committed(chat_msg_t *m, int status)
         } else {
             char ch[CHAT_ROOM_MAX + 16];
             chat__relay_channel(ch, sizeof ch, r);
-            int rc = chat__relay_publish(ch, 'm', m->json, m->json_len);
+            int rc = chat__relay_publish(ch, 0, m->json, m->json_len);
             if (rc) /* committed and acked: the others read it at their next gap or reconnect */
                 LOG_WARN("relay", "%s seq %lld not published (%s)", r->id, (long long)m->seq, sori_strerror(rc));
             chat__relay_deliver(m);
@@ -394,7 +395,7 @@ void chat__relay_committed(chat_msg_t *m, int status)
  *
  * One script per message: an idempotency key (sender, room, cid) answers a
  * resend with the first ack; else INCR of sori:seq:<room> and PUBLISH of
- * the message with that seq, in the bus's frame ("<node>:m{...}"), so every
+ * the message with that seq, in the bus's frame ("<node>:{...}"), so every
  * node gets the room's messages in seq order (ordering by Redis). The
  * origin acks and delivers when the script answers and queues the store
  * write behind it (--flush-ms). A missing counter (the room's first message
@@ -427,7 +428,7 @@ static int chat__relay_eval_locked(chat_msg_t *m)
         chat__relay_channel(ch, sizeof ch, m->room);
         snprintf(id, sizeof id, "%llu", (unsigned long long)m->id);
         snprintf(ts, sizeof ts, "%lld", (long long)m->ts);
-        int pl = snprintf(prefix, sizeof prefix, "%d:m", chat__g.cfg.node_id);
+        int pl = snprintf(prefix, sizeof prefix, "%d:", chat__g.cfg.node_id);
         size_t head = (size_t)(at - m->json) + 7; /* through ,"seq": */
         char *pre = malloc((size_t)pl + head);
         rc = SORI_ENOMEM;
@@ -498,14 +499,17 @@ static void chat__relay_assigned(void *arg, int status, const bus_reply_t *rp)
         uv_mutex_lock(&r->lock);
         m->seq = rp->element[1].integer;
         uv_mutex_unlock(&r->lock);
-        if (chat__msg_encode(m)) LOG_ERROR("relay", "%s: out of memory encoding seq %lld", r->id, (long long)m->seq);
+        /* Redis published it with its seq; here the text must say it too,
+         * else it is left to the gap fill (the store has it soon) */
+        int encoded = chat__msg_encode(m) == 0;
+        if (!encoded) LOG_ERROR("relay", "%s: out of memory encoding seq %lld", r->id, (long long)m->seq);
         uv_mutex_lock(&r->lock);
         m->committed = 1;
         chat_waiter_t *w = m->waiters;
         m->waiters = NULL;
         uv_mutex_unlock(&r->lock);
         chat__relay_ack(m, w);
-        chat__relay_deliver(m);
+        if (encoded) chat__relay_deliver(m);
         chat__write_msg(m); /* batched behind (async durability) */
         metrics_inc(M_MESSAGES_IN);
         chat__push_msg(m);
@@ -537,7 +541,7 @@ void chat__relay_room_event(chat_room_t *r, const chat_msg_t *ev)
     if (!chat__relay_on()) return;
     char ch[CHAT_ROOM_MAX + 16];
     chat__relay_channel(ch, sizeof ch, r);
-    chat__relay_publish(ch, 'e', ev->json, ev->json_len);
+    chat__relay_publish(ch, 0, ev->json, ev->json_len);
 }
 
 void chat__relay_user_event(const chat_user_t *u, const chat_msg_t *ev)
@@ -761,8 +765,11 @@ void chat__relay_on_message(int origin, const char *channel, const char *data, s
         chat__relay_state_message(data[0], data + 1, len - 1);
     } else if (!strncmp(channel, "chatroom-", 9)) {
         chat_room_t *r = chat__room_get(channel + 9);
-        if (r) chat__relay_room_message(r, data[0], data + 1, len - 1); /* else its state notice is late: the
-                                                                           * room's first join reads the store */
+        /* a message's JSON begins so (chat__msg_encode); anything else is an event */
+        static const char msg_head[] = "{\"type\":\"message\",";
+        char kind = len > sizeof msg_head - 1 && !memcmp(data, msg_head, sizeof msg_head - 1) ? 'm' : 'e';
+        /* no room: its state notice is late, and the room's first join reads the store */
+        if (r && (kind == 'm' || data[0] == '{')) chat__relay_room_message(r, kind, data, len);
     }
 }
 

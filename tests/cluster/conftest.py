@@ -21,8 +21,9 @@ sys.path.insert(0, _INTEGRATION)  # chatclient.py
 _spec = importlib.util.spec_from_file_location("sori_harness", os.path.join(_INTEGRATION, "conftest.py"))
 _harness_mod = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_harness_mod)
-PG, SLOW, Server, _finish_all, pg_database = (_harness_mod.PG, _harness_mod.SLOW, _harness_mod.Server,
-                                              _harness_mod._finish_all, _harness_mod.pg_database)
+PG, SLOW, Server, _finish_all, pg_database, http_request = (
+    _harness_mod.PG, _harness_mod.SLOW, _harness_mod.Server, _harness_mod._finish_all, _harness_mod.pg_database,
+    _harness_mod.http_request)
 
 REDIS = os.environ.get("SORI_REDIS_URL")
 _node_ids = itertools.count(1)  # unique in the run: registry keys of earlier tests may linger until their TTL

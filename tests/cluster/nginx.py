@@ -19,7 +19,6 @@ root;`): pytest's temp directories are not readable by nobody. stop() sends
 SIGTERM (fast shutdown: open WebSockets are cut) to the master by its PID,
 kills it and its workers by PID if it has not exited within 10 s, and
 fails unless it exited 0 with no worker crashed and no [emerg] logged."""
-import http.client
 import os
 import re
 import signal
@@ -27,7 +26,7 @@ import socket
 import subprocess
 import time
 
-from conftest import SLOW
+from conftest import SLOW, http_request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY_CONF = os.path.join(ROOT, "deploy", "nginx.conf")
@@ -94,14 +93,7 @@ class Nginx:
             return ""
 
     def http(self, method, path, body=None, headers=None, timeout=5):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout * SLOW)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, dict((k.lower(), v) for k, v in resp.getheaders()), data
-        finally:
-            conn.close()
+        return http_request(self.port, method, path, body, headers, timeout)
 
     def start(self):
         os.makedirs(self.prefix, exist_ok=True)

@@ -5,18 +5,16 @@ connections spread over both nodes by least_conn, failover when a node is
 killed (new connections go to the survivor, the dead node's clients are
 disconnected and reconnect), and uploads up to the shared 10 MiB limit.
 
-Only what works across nodes today is tested: every chat exchange here stays
-on the node the connection landed on (messages do not cross nodes yet), and
-an account is logged into through a one-node nginx (a login on another node
-than the signup's is refused until accounts cross nodes)."""
+Traffic across nodes is tests/cluster/test_relay.py's; here every chat
+exchange stays on the node the connection landed on, and the login test uses
+a one-node nginx so that its rate limits are one node's."""
 import http.client
 import json
 import re
-import struct
 import time
-import zlib
 
 from chatclient import connect, run, uniq
+from httpclient import call, png, signup
 from conftest import SLOW
 
 SECRET = "nginx-test-secret-0123456789abcdef"  # shared: a token works on every node
@@ -26,34 +24,6 @@ MIB = 1024 * 1024
 
 def node_id(node):
     return node.args[node.args.index("--node-id") + 1]
-
-
-def call(target, method, path, body=None, token=None, raw=None, headers=None, timeout=10):
-    """One HTTP request to a node or to nginx: (status, headers, JSON or bytes)."""
-    h = dict(headers or {})
-    if token:
-        h["Authorization"] = "Bearer " + token
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    status, hdrs, out = target.http(method, path, body=data, headers=h, timeout=timeout)
-    if hdrs.get("content-type", "").startswith("application/json"):
-        out = json.loads(out)
-    return status, hdrs, out
-
-
-def signup(target):
-    name = uniq("nx")
-    st, _, b = call(target, "POST", "/api/signup", {"name": name, "password": "correct horse"})
-    assert st == 201, b
-    return name, b["token"]
-
-
-def png(extra=b""):
-    """A valid 1x1 PNG, with extra bytes in a text chunk."""
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0\0\0\0")) +
-            chunk(b"tEXt", b"c\0" + extra) + chunk(b"IEND", b""))
 
 
 def png_of_size(n, tag):

@@ -50,6 +50,18 @@ def pg_database():
     return base[:base.rindex("/") + 1] + name
 
 
+def http_request(port, method, path, body=None, headers=None, timeout=5):
+    """One HTTP/1.1 request to 127.0.0.1:port: (status, lower-cased headers, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout * SLOW)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, dict((k.lower(), v) for k, v in resp.getheaders()), data
+    finally:
+        conn.close()
+
+
 class Server:
     def __init__(self, tmp_path, args, allow_guests=True, db=None):
         self.data_dir = str(tmp_path / "data")
@@ -105,14 +117,7 @@ class Server:
         return "ws://127.0.0.1:%d" % self.port
 
     def http(self, method, path, body=None, headers=None, timeout=5):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout * SLOW)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, dict((k.lower(), v) for k, v in resp.getheaders()), data
-        finally:
-            conn.close()
+        return http_request(self.port, method, path, body, headers, timeout)
 
     def read_stderr(self):
         try:

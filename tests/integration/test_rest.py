@@ -4,13 +4,12 @@ limits), REST commands sharing the JSON protocol's command layer (a POSTed
 message is acked and delivered over WebSocket like a `send`), uploads,
 search, mentions, discovery and metrics."""
 import json
-import struct
 import time
-import zlib
 
 import pytest
 
 from chatclient import connect, run, uniq
+from httpclient import call, png, signup
 from conftest import SLOW, Server, _finish
 
 
@@ -23,37 +22,6 @@ def server(tmp_path_factory):
     yield s
     _finish(s)
 
-
-def call(server, method, path, body=None, token=None, headers=None, raw=None):
-    h = dict(headers or {})
-    if token:
-        h["Authorization"] = "Bearer " + token
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    status, hdrs, out = server.http(method, path, body=data, headers=h, timeout=10)
-    try:
-        j = json.loads(out) if out and hdrs.get("content-type", "").startswith("application/json") else None
-    except ValueError:
-        j = None
-    return status, hdrs, j if j is not None else out
-
-
-def signup(server, name=None, password="correct horse"):
-    name = name or uniq("u")
-    st, _, b = call(server, "POST", "/api/signup", {"name": name, "password": password})
-    assert st == 201, b
-    return name, b["token"]
-
-
-def png(extra=b""):
-    """A valid 1x1 PNG (plus bytes to make it unique or large)."""
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0\0\0\0")) +
-            chunk(b"tEXt", b"c\0" + extra) + chunk(b"IEND", b""))
-
-
-# ---------------------------------------------------------------- accounts
 
 def test_signup_login_me_and_token_on_websocket(server):
     name = uniq("acct")
