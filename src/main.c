@@ -140,6 +140,8 @@ static const char *find_web_dir(void)
     return "./web";
 }
 
+static uv_signal_t main__sighup;
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     LOG_INFO("main", "%s: draining (up to %d ms)", signum == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -149,6 +151,24 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)s, NULL);
     uv_signal_t *other = s->data;
     if (!uv_is_closing((uv_handle_t *)other)) uv_close((uv_handle_t *)other, NULL);
+    if (!uv_is_closing((uv_handle_t *)&main__sighup)) uv_close((uv_handle_t *)&main__sighup, NULL);
+}
+
+/* SIGHUP: load the TLS certificate and key again (new connections get them;
+ * a bad file keeps the running ones). */
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    (void)s;
+    (void)signum;
+    if (!net_tls_on()) {
+        LOG_INFO("main", "SIGHUP: nothing to reload");
+        return;
+    }
+    char err[512];
+    if (net_tls_reload(sori_config.tls_cert, sori_config.tls_key, err, sizeof err))
+        LOG_ERROR("main", "SIGHUP: TLS certificate not reloaded, the running one stays: %s", err);
+    else
+        LOG_INFO("main", "SIGHUP: TLS certificate %s reloaded", sori_config.tls_cert);
 }
 
 static void on_worker_stop(net_worker_t *w)
@@ -195,6 +215,12 @@ static int cmd_serve(int argc, char **argv)
     if (push_url_check(sori_config.push_webhook, err, sizeof err)) {
         fprintf(stderr, "sori: --push-webhook: %s\n", err);
         return 2;
+    }
+    if ((sori_config.tls_cert && sori_config.tls_cert[0]) || (sori_config.tls_key && sori_config.tls_key[0])) {
+        if (net_tls_init(sori_config.tls_cert, sori_config.tls_key, err, sizeof err)) {
+            fprintf(stderr, "sori: %s\n", err);
+            return 2;
+        }
     }
     const store_type_t *stype = &store_type_sqlite;
     const char *surl = sori_config.data_dir;
@@ -318,6 +344,8 @@ static int cmd_serve(int argc, char **argv)
     sigint.data = &sigterm;
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_start(&sigint, on_signal, SIGINT);
+    uv_signal_init(loop, &main__sighup);
+    uv_signal_start(&main__sighup, on_sighup, SIGHUP);
     if (net_start(&ncfg, err, sizeof err)) {
         fprintf(stderr, "sori: %s\n", err);
         return 1;
@@ -330,15 +358,16 @@ static int cmd_serve(int argc, char **argv)
         {
             const char *h = strcmp(sori_config.host, "0.0.0.0") && strcmp(sori_config.host, "::") ? sori_config.host
                                                                                                  : "127.0.0.1";
-            snprintf(ws, sizeof ws, strchr(h, ':') ? "ws://[%s]:%d/ws" : "ws://%s:%d/ws", h, net_port());
+            snprintf(ws, sizeof ws, strchr(h, ':') ? "%s://[%s]:%d/ws" : "%s://%s:%d/ws",
+                     net_tls_on() ? "wss" : "ws", h, net_port());
         }
         chat_cluster_register(ws);
         LOG_INFO("main", "cluster mode: node %d, registered as %s", sori_config.node_id, ws);
     }
     const char *shown = sori_config.host;
     if (!strcmp(shown, "0.0.0.0") || !strcmp(shown, "::")) shown = "127.0.0.1";
-    printf("sori %s serving http://%s%s%s:%d/ (data in %s, %d worker%s)\n", SORI_VERSION,
-           strchr(shown, ':') ? "[" : "", shown, strchr(shown, ':') ? "]" : "", net_port(),
+    printf("sori %s serving %s://%s%s%s:%d/ (data in %s, %d worker%s)\n", SORI_VERSION,
+           net_tls_on() ? "https" : "http", strchr(shown, ':') ? "[" : "", shown, strchr(shown, ':') ? "]" : "", net_port(),
            sori_config.data_dir, workers, workers == 1 ? "" : "s");
     fflush(stdout);
 
@@ -348,6 +377,7 @@ static int cmd_serve(int argc, char **argv)
     push_stop();
     chat_shutdown(); /* commits what is queued; replies to closed workers are dropped */
     net_free();
+    net_tls_free();
     uv_loop_close(loop);
     http_static_free();
     proto_rest_free();

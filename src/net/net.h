@@ -27,18 +27,25 @@
 typedef struct net_worker net_worker_t;
 typedef struct conn conn_t;
 
-/* The transport under a connection: plain TCP now, TLS later. */
+/* The transport under a connection: plain TCP or TLS (net_tls.c). */
 typedef struct conn_type {
     const char *name;
     /* > 0 bytes read, 0 at EOF, SORI_EAGAIN, or SORI_EIO. */
     ssize_t (*read)(conn_t *c, char *buf, size_t len);
     /* Bytes written (maybe fewer than asked), SORI_EAGAIN or SORI_EIO. */
     ssize_t (*writev)(conn_t *c, const struct iovec *iov, int iovcnt);
-    /* Half-closes the sending side after the last byte (FIN). */
+    /* Half-closes the sending side after the last byte (FIN; TLS sends its
+     * close_notify first). */
     void (*shutdown_write)(conn_t *c);
+    /* Optional: nonzero when input is buffered inside the transport, where
+     * poll cannot see it (TLS records already read from the socket). */
+    size_t (*pending)(conn_t *c);
+    /* Optional: frees the transport's state (c->tp); the fd stays open. */
+    void (*free)(conn_t *c);
 } conn_type_t;
 
 extern const conn_type_t conn_type_plain;
+extern const conn_type_t conn_type_tls;
 
 /* What runs on a connection: HTTP first, WebSocket after an upgrade. */
 typedef struct conn_handler {
@@ -78,6 +85,7 @@ struct conn {
     uv_poll_t poll; /* poll.data == this */
     net_worker_t *w;
     const conn_type_t *type;
+    void *tp; /* the transport's state: the SSL object of a TLS connection */
     const conn_handler_t *h;
     void *hdata;
     int fd;
@@ -208,5 +216,25 @@ net_worker_t *net_current_worker(void);
 uint64_t net_connections(void);
 /* The bound port (the real one when --port 0 was asked). */
 int net_port(void);
+
+/* ---- TLS (net_tls.c) ---- */
+
+/*
+ * Turns TLS on for every connection accepted from now on: loads the PEM
+ * certificate chain and private key and builds the server context (TLS 1.2+,
+ * ALPN http/1.1). Main thread, before net_start; reads files. 0, or an error
+ * with a sentence in err (the files are named). Never calls back.
+ */
+int net_tls_init(const char *cert, const char *key, char *err, size_t errlen);
+/*
+ * Loads the files again (SIGHUP) and swaps the context: new connections get
+ * the new certificate, open ones keep theirs. On error the running context
+ * stays and err says why. Main thread only; thread-safe against workers.
+ */
+int net_tls_reload(const char *cert, const char *key, char *err, size_t errlen);
+/* Nonzero when the listener speaks TLS. Any thread. */
+int net_tls_on(void);
+/* Drops the context (after net_join). */
+void net_tls_free(void);
 
 #endif

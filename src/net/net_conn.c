@@ -2,7 +2,11 @@
  * net_conn.c: one connection's life on its worker: reading, the output queue,
  * flushing, closing and its place on the timer wheel.
  *
- * Owns conn_t. Only the owning worker's thread touches a connection.
+ * Owns conn_t. Only the owning worker's thread touches a connection. Bytes
+ * move through the connection's transport (c->type: plain TCP here, TLS in
+ * net_tls.c); a transport that must wait for the other readiness (TLS
+ * handshake and post-handshake messages) says so with a CONN__TP_* flag,
+ * and input it holds where poll cannot see it is read at the flush hook.
  * Invariants: a connection is on the wheel from accept until it is freed (so
  * the wheel lists every live connection of a worker); output bytes only
  * leave through net__conn_service, run from the worker's prepare hook or
@@ -116,8 +120,12 @@ static void conn__update_poll(conn_t *c)
     int ev = 0;
     int reading = !(c->flags & CONN_CLOSING) && !(c->flags & CONN_READ_PAUSED);
     if ((c->flags & CONN_SHUT_WR) && !(c->flags & CONN__LINGER_EOF)) reading = 1;
-    if (reading) ev |= UV_READABLE;
-    if (c->flags & CONN_WANT_WRITE) ev |= UV_WRITABLE;
+    /* A TLS write that needs input waits for POLLIN, not POLLOUT (which
+     * would fire at once and spin); a TLS read that needs to send (a
+     * handshake message) waits for POLLOUT. */
+    if (reading || (c->flags & CONN__TP_WRITE_WANTS_READ)) ev |= UV_READABLE;
+    if ((c->flags & CONN_WANT_WRITE) && !(c->flags & CONN__TP_WRITE_WANTS_READ)) ev |= UV_WRITABLE;
+    if (c->flags & CONN__TP_READ_WANTS_WRITE) ev |= UV_WRITABLE;
     if (ev)
         uv_poll_start(&c->poll, ev, conn__poll_cb);
     else
@@ -186,6 +194,7 @@ static void conn__free(conn_t *c)
 {
     if (c->flags & CONN_FREED) return;
     if (c->h && c->h->on_free) c->h->on_free(c);
+    if (c->type->free) c->type->free(c);
     c->flags |= CONN_FREED;
     net__wheel_unlink(c->w, c);
     conn__outq_clear(c);
@@ -237,6 +246,10 @@ void conn_resume_read(conn_t *c)
     conn__update_poll(c);
     if (c->in.len) {
         c->flags |= CONN__PENDING_INPUT;
+        net__add_flush(c);
+    }
+    if (c->type->pending && c->type->pending(c)) { /* poll will not say so */
+        c->flags |= CONN__READ_AGAIN;
         net__add_flush(c);
     }
 }
@@ -404,7 +417,10 @@ static void conn__read(conn_t *c)
             room = c->in.cap - c->in.len;
         }
         ssize_t n = c->type->read(c, dst, room);
-        if (n == SORI_EAGAIN) return;
+        if (n == SORI_EAGAIN) {
+            if (c->flags & CONN__TP_READ_WANTS_WRITE) conn__update_poll(c);
+            return;
+        }
         if (n <= 0) {
             conn__eof(c);
             return;
@@ -425,6 +441,12 @@ static void conn__read(conn_t *c)
         }
         if ((size_t)n < room) return;
     }
+    /* Read rounds used up: input the transport already holds would not wake
+     * poll again, so come back for it at the flush hook. */
+    if (c->type->pending && c->type->pending(c)) {
+        c->flags |= CONN__READ_AGAIN;
+        net__add_flush(c);
+    }
 }
 
 static void conn__poll_cb(uv_poll_t *p, int status, int events)
@@ -435,7 +457,18 @@ static void conn__poll_cb(uv_poll_t *p, int status, int events)
         conn_close(c, CONN_CLOSE_NOW);
         return;
     }
-    if ((events & UV_WRITABLE) && c->outq_len) {
+    if ((events & UV_READABLE) && (c->flags & CONN__TP_WRITE_WANTS_READ)) {
+        c->flags &= ~(CONN__TP_WRITE_WANTS_READ | CONN_WANT_WRITE);
+        conn__update_poll(c);
+        net__add_flush(c);
+    }
+    if ((events & UV_WRITABLE) && (c->flags & CONN__TP_READ_WANTS_WRITE)) {
+        c->flags &= ~CONN__TP_READ_WANTS_WRITE;
+        conn__update_poll(c);
+        conn__read(c);
+        if (c->flags & CONN_FREED) return;
+    }
+    if ((events & UV_WRITABLE) && c->outq_len && !(c->flags & CONN__TP_WRITE_WANTS_READ)) {
         c->flags &= ~CONN_WANT_WRITE;
         net__add_flush(c);
     }
@@ -449,6 +482,11 @@ void net__conn_service(conn_t *c)
     if (c->flags & CONN__PENDING_INPUT) {
         c->flags &= ~CONN__PENDING_INPUT;
         if (!(c->flags & (CONN_CLOSING | CONN_READ_PAUSED)) && c->in.len) conn__process_buffered(c);
+        if (c->flags & CONN_FREED) return;
+    }
+    if (c->flags & CONN__READ_AGAIN) {
+        c->flags &= ~CONN__READ_AGAIN;
+        conn__read(c);
         if (c->flags & CONN_FREED) return;
     }
     if (c->flags & CONN__CLOSE_NOW) {

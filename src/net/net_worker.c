@@ -134,6 +134,10 @@ static void worker__accept_cb(uv_poll_t *p, int status, int events);
 
 static void worker__reject(int fd)
 {
+    if (net_tls_on()) { /* no plaintext answer on a TLS port: just close */
+        close(fd);
+        return;
+    }
     static const char body[] = "{\"error\":\"unavailable\",\"message\":\"The server is at its connection limit.\"}";
     char resp[256];
     int n = snprintf(resp, sizeof resp,
@@ -172,6 +176,10 @@ static void worker__accept_cb(uv_poll_t *p, int status, int events)
         conn_t *c = net__conn_new(w, fd, &ss);
         if (!c) {
             close(fd);
+            continue;
+        }
+        if (net_tls_on() && net__tls_attach(c) != 0) {
+            conn_close(c, CONN_CLOSE_NOW);
             continue;
         }
         net__cfg.on_accept(c);

@@ -805,7 +805,8 @@ static void rest__discover(http_req_t *r)
         snprintf(h, sizeof h, "127.0.0.1:%d", net_port());
     }
     char body[512];
-    int n = snprintf(body, sizeof body, "{\"ws\":\"ws://%s/ws\",\"node\":\"%d\"}", h, sori_config.node_id);
+    int n = snprintf(body, sizeof body, "{\"ws\":\"%s://%s/ws\",\"node\":\"%d\"}", net_tls_on() ? "wss" : "ws", h,
+                     sori_config.node_id);
     http_respond(r, 200, "application/json", "Cache-Control: no-store\r\n", body, (size_t)n);
 }
 

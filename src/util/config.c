@@ -55,6 +55,8 @@ static const config_opt_t config__opts[] = {
     {"allowed-origins", OPT_STR, O(allowed_origins), 0, 0, "", "comma-separated Origin values allowed to open WebSockets (empty: any)"},
     {"ws-echo", OPT_BOOL, O(ws_echo), 0, 1, "false", "serve /echo, a WebSocket echo endpoint for conformance suites"},
     {"drain-timeout-ms", OPT_INT, O(drain_timeout_ms), 0, 60000, "5000", "on SIGTERM, how long to wait for connections to close before exiting"},
+    {"tls-cert", OPT_STR, O(tls_cert), 0, 0, "", "PEM certificate chain (leaf first): the port then speaks TLS only (wss://, https://); reloaded on SIGHUP"},
+    {"tls-key", OPT_STR, O(tls_key), 0, 0, "", "PEM private key of --tls-cert; reloaded on SIGHUP"},
     {"db", OPT_STR, O(db), 0, 0, "", "the store: empty for SQLite in the data dir, or postgresql://user[:password]@host[:port]/dbname (a cluster's shared store)"},
     {"redis", OPT_STR, O(redis), 0, 0, "", "cluster mode: redis://[:password@]host[:port][/db] shared by the nodes (needs --db postgresql://...; see OPERATIONS.md \"Cluster mode\")"},
     {"public-url", OPT_STR, O(public_url), 0, 0, "", "this node's WebSocket URL as clients reach it, registered for /api/discover (default ws://HOST:PORT/ws)"},

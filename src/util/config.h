@@ -42,6 +42,8 @@ typedef struct {
     char *allowed_origins;    /* comma-separated; empty allows every origin */
     int ws_echo;              /* serves /echo, an echo endpoint for conformance suites */
     int drain_timeout_ms;
+    char *tls_cert;           /* PEM certificate chain: TLS on the listener when set */
+    char *tls_key;            /* PEM private key */
     char *durability;         /* "sync" or "async" */
     int flush_ms;             /* async durability: longest wait before a write */
     int64_t max_text;         /* bytes of a message text */

@@ -201,6 +201,8 @@ async def connect(server, user=None, token=None, query_token=None, headers=None,
     kw.setdefault("max_size", None)
     kw.setdefault("compression", None)
     kw.setdefault("close_timeout", 1 * SLOW)
+    if getattr(server, "tls_ctx", None) is not None:
+        kw.setdefault("ssl", server.tls_ctx)  # wss:// to a --tls-cert server
     ws = await asyncio.wait_for(websockets.connect(url, extra_headers=hdrs, open_timeout=timeout, **kw),
                                 timeout)
     try:

@@ -10,6 +10,7 @@ import itertools
 import os
 import re
 import signal
+import ssl
 import subprocess
 import time
 import http.client
@@ -50,9 +51,13 @@ def pg_database():
     return base[:base.rindex("/") + 1] + name
 
 
-def http_request(port, method, path, body=None, headers=None, timeout=5):
-    """One HTTP/1.1 request to 127.0.0.1:port: (status, lower-cased headers, body bytes)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout * SLOW)
+def http_request(port, method, path, body=None, headers=None, timeout=5, tls_ctx=None):
+    """One HTTP/1.1 request to 127.0.0.1:port (HTTPS with tls_ctx):
+    (status, lower-cased headers, body bytes)."""
+    if tls_ctx is not None:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout * SLOW, context=tls_ctx)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout * SLOW)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -73,6 +78,11 @@ class Server:
         self.port = None
         self.node_id = "0"  # --node-id
         self.stdout_line = ""
+        # --tls-cert FILE: the server speaks TLS only; clients trust FILE
+        # (a self-signed certificate for 127.0.0.1) through this context.
+        self.tls_ctx = None
+        if "--tls-cert" in args:
+            self.tls_ctx = ssl.create_default_context(cafile=args[list(args).index("--tls-cert") + 1])
 
     def start(self):
         cmd = [SORI_BIN, "serve", "--host", "127.0.0.1", "--port", "0",
@@ -92,7 +102,7 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, env=env)
         line = self.proc.stdout.readline().decode()
         self.stdout_line = line
-        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        m = re.search(r"https?://127\.0\.0\.1:(\d+)/", line)
         if not m:
             self.proc.wait(timeout=5)
             raise RuntimeError("sori did not start: %r\n%s" % (line, self.read_stderr()))
@@ -110,14 +120,14 @@ class Server:
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("https" if self.tls_ctx else "http", self.port)
 
     @property
     def ws_url(self):
-        return "ws://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("wss" if self.tls_ctx else "ws", self.port)
 
     def http(self, method, path, body=None, headers=None, timeout=5):
-        return http_request(self.port, method, path, body, headers, timeout)
+        return http_request(self.port, method, path, body, headers, timeout, self.tls_ctx)
 
     def read_stderr(self):
         try:

@@ -227,10 +227,12 @@ class RawWS:
     on 101, the Sec-WebSocket-Accept value. headers add or replace request
     fields, drop removes default ones; rcvbuf sets SO_RCVBUF before connect
     (a small window makes a slow reader); early is sent right after the
-    request, in the same send."""
+    request, in the same send; tls_ctx (an ssl.SSLContext) speaks TLS to a
+    --tls-cert server."""
 
     def __init__(self, port, path="/ws?user=raw", headers=None, drop=(), method="GET",
-                 timeout=DEFAULT_TIMEOUT, expect_status=101, key=None, rcvbuf=None, early=b""):
+                 timeout=DEFAULT_TIMEOUT, expect_status=101, key=None, rcvbuf=None, early=b"",
+                 tls_ctx=None):
         self.timeout = timeout
         self.key = key if key is not None else base64.b64encode(os.urandom(16)).decode()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -238,6 +240,8 @@ class RawWS:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.settimeout(timeout)
         sock.connect(("127.0.0.1", port))
+        if tls_ctx is not None:
+            sock = tls_ctx.wrap_socket(sock, server_hostname="127.0.0.1")
         self.sock = sock
         self.reader = Reader(sock)
         fields = [("Host", "127.0.0.1:%d" % port), ("Upgrade", "websocket"),
