@@ -98,6 +98,7 @@ static ssize_t tls_read(conn_t *c, char *buf, size_t len)
             continue;
         }
         int e = SSL_get_error(ssl, 0);
+        tls__handshake_check(c, ssl);
         if (e == SSL_ERROR_WANT_READ) break;
         if (e == SSL_ERROR_WANT_WRITE) {
             c->flags |= CONN__TP_READ_WANTS_WRITE;
@@ -112,7 +113,6 @@ static ssize_t tls_read(conn_t *c, char *buf, size_t len)
         tls__failed(c, "read", e);
         return SORI_EIO;
     }
-    tls__handshake_check(c, ssl);
     return got ? (ssize_t)got : SORI_EAGAIN;
 }
 
