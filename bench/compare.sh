@@ -14,7 +14,9 @@
 # usage: bench/compare.sh [--rounds N] [--duration SECS] [--servers "LIST"]
 #                         [--cases "LIST"] [--subs N] [--rates "R1 R2"]
 #                         [--window W] [--conns N] [--quick] [--no-setup]
-#   servers: sori (sync durability, the default), sori-async, node-ws, uws, nchan
+#   servers: sori (sync durability, the default), sori-async, node-ws, uws, nchan,
+#            and sori-tls (sori with --tls-cert, the bench on wss://; not in the
+#            default list: --servers "sori sori-tls" gives TLS's cost as a ratio)
 #   cases:   fanout-closed (1 room, --subs subscribers, 1 publisher, --window
 #            sends in flight), fanout-rate-R (the same room, open loop at R
 #            msg/s), connections (--conns idle connections over 2 source
@@ -126,6 +128,13 @@ if [ $SETUP = 1 ]; then make -s -C "$ROOT" all >&2; fi
 for s in $SERVERS; do
     case "$s" in
     sori|sori-async) AVAILABLE="$AVAILABLE $s" ;;
+    sori-tls)
+        if openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/tls.key" \
+            -out "$TMP/tls.crt" -days 2 -subj /CN=127.0.0.1 >"$LOGDIR/openssl.log" 2>&1; then
+            AVAILABLE="$AVAILABLE $s"
+        else
+            skip sori-tls "openssl could not make a certificate (see $LOGDIR/openssl.log)"
+        fi ;;
     node-ws)
         if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm || true; fi
         if ! command -v node >/dev/null || ! command -v npm >/dev/null; then skip node-ws "no node/npm"; continue; fi
@@ -191,6 +200,12 @@ start_server() { # name -> sets SRV_PID, SRV_URL, BENCH_EXTRA; 0 or 1
             >"$dir/log" 2>&1 &
         SRV_PID=$!
         SRV_URL="ws://127.0.0.1:$port/ws" ;;
+    sori-tls)
+        taskset -c 0 "$SORI" serve --host 127.0.0.1 --port "$port" --data-dir "$dir/data" --workers 1 \
+            --allow-guests --rate 1000000 --burst 1000000 --log-level warn \
+            --tls-cert "$TMP/tls.crt" --tls-key "$TMP/tls.key" >"$dir/log" 2>&1 &
+        SRV_PID=$!
+        SRV_URL="wss://127.0.0.1:$port/ws" ;;
     node-ws)
         taskset -c 0 node "$ROOT/build/peers/node-ws/server.js" --host 127.0.0.1 --port "$port" >"$dir/log" 2>&1 &
         SRV_PID=$!

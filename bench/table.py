@@ -10,10 +10,11 @@ import statistics
 import sys
 from collections import defaultdict
 
-ORDER = ["sori", "sori-async", "node-ws", "uws", "nchan"]
+ORDER = ["sori", "sori-async", "sori-tls", "node-ws", "uws", "nchan"]
 LABEL = {
     "sori": "sori (sync)",
     "sori-async": "sori (async)",
+    "sori-tls": "sori over TLS",
     "node-ws": "Node.js ws",
     "uws": "uWebSockets",
     "nchan": "Nchan",

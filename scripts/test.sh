@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test suite and ends with one line "N passed, M failed":
 #   1. build (release), cmocka unit tests
-#   2. pytest integration tests against build/sori, on SQLite and again on a
-#      throw-away PostgreSQL (scripts/pg-test.sh); the store conformance
-#      suite on PostgreSQL
+#   2. pytest integration tests against build/sori, on SQLite, again on a
+#      throw-away PostgreSQL (scripts/pg-test.sh), again over TLS
+#      (SORI_TEST_TLS=1); the store conformance suite on PostgreSQL
 #   3. the same unit and integration tests under ASan+UBSan (build/asan)
 #   4. the unit and integration tests under ThreadSanitizer (build/tsan)
 #   5. every libFuzzer target replaying its corpus (build/fuzz)
@@ -126,6 +126,8 @@ if build release all unit; then
   note "store on postgresql (release)"; store_pg build "store on postgresql (release)"
   integration build/sori "integration (release)"
   integration build/sori "integration on postgresql (release)" scripts/pg-test.sh
+  # the same suite with every server on TLS (--tls-cert) and every client on https/wss
+  integration build/sori "integration over TLS (release)" env SORI_TEST_TLS=1
   # the same suite with every server a cluster node (--redis): the cluster's paths
   integration build/sori "integration as cluster nodes (release)" env SORI_TEST_CLUSTER=1 \
     scripts/pg-test.sh scripts/redis-test.sh

@@ -65,7 +65,8 @@ enum {
 static const bench_flag_t bench__flags[F_COUNT] = {
     [F_SCENARIO] = {"scenario", 's', 0, 0, S_ALL, "NAME", "fanout, connections, dm or durable (default fanout)"},
     [F_URL] = {"url", 's', 0, 0, S_ALL, "URL[,URL]",
-               "the server's WebSocket endpoint (default ws://127.0.0.1:8080/ws); several, comma-separated: "
+               "the server's WebSocket endpoint (default ws://127.0.0.1:8080/ws; wss:// speaks TLS without "
+               "checking the certificate); several, comma-separated: "
                "connections go to them in turn (see --spread), e.g. the nodes of a cluster"},
     [F_THREADS] = {"threads", 'i', 1, 64, S_ALL, "N", "event-loop threads of the bench (default 1)"},
     [F_SOURCES] = {"sources", 'i', 1, 254, S_ALL, "N",
@@ -155,14 +156,13 @@ static int bench__bad(const char *fmt, const char *a, const char *b)
     return 2;
 }
 
-/* ws://HOST[:PORT][/PATH] -> host, port, path, address. */
+/* ws[s]://HOST[:PORT][/PATH] -> host, port, path, address, TLS. */
 static int bench__parse_url(bench_target_t *o, const char *url)
 {
-    if (strncmp(url, "ws://", 5)) {
-        if (!strncmp(url, "wss://", 6)) return bench__bad("--url %s: wss:// is not supported; use ws://%s", url, "");
-        return bench__bad("--url: expected ws://HOST:PORT/PATH, got \"%s\"%s", url, "");
-    }
-    const char *h = url + 5, *he, *rest;
+    o->tls = !strncmp(url, "wss://", 6);
+    if (strncmp(url, "ws://", 5) && !o->tls)
+        return bench__bad("--url: expected ws://HOST:PORT/PATH or wss://..., got \"%s\"%s", url, "");
+    const char *h = url + (o->tls ? 6 : 5), *he, *rest;
     if (*h == '[') {
         he = strchr(h, ']');
         if (!he) return bench__bad("--url: unclosed [ in \"%s\"%s", url, "");
@@ -175,7 +175,7 @@ static int bench__parse_url(bench_target_t *o, const char *url)
     if (he == h || (size_t)(he - h) >= sizeof o->host) return bench__bad("--url: no host in \"%s\"%s", url, "");
     memcpy(o->host, h, (size_t)(he - h));
     o->host[he - h] = 0;
-    snprintf(o->port_str, sizeof o->port_str, "80");
+    snprintf(o->port_str, sizeof o->port_str, o->tls ? "443" : "80");
     if (*rest == ':') {
         rest++;
         size_t n = strspn(rest, "0123456789");
@@ -767,7 +767,7 @@ static void bench__report(const bench_figures_t *fg, const char *url)
     fprintf(f, ",\"targets\":[");
     for (int k = 0; k < o->ntg; k++) {
         const bench_target_t *tg = &o->tg[k];
-        fprintf(f, "%s{\"url\":\"ws://%s%s%s:%s", k ? "," : "", strchr(tg->host, ':') ? "[" : "", tg->host,
+        fprintf(f, "%s{\"url\":\"%s://%s%s%s:%s", k ? "," : "", tg->tls ? "wss" : "ws", strchr(tg->host, ':') ? "[" : "", tg->host,
                 strchr(tg->host, ':') ? "]" : "", tg->port_str);
         for (const char *p = tg->path; *p; p++) fputc(*p == '"' || *p == '\\' ? '_' : *p, f);
         fprintf(f, "\",\"conns\":%llu,\"window_acked\":%llu,\"window_deliveries\":%llu}",
@@ -936,8 +936,8 @@ int bench_main(int argc, char **argv)
     for (int k = 0; k < o->ntg; k++) { /* the URLs, normalized, comma-separated */
         const bench_target_t *tg = &o->tg[k];
         size_t at = strlen(url);
-        snprintf(url + at, sizeof url - at, "%sws://%s%s%s:%s%s", k ? "," : "", strchr(tg->host, ':') ? "[" : "",
-                 tg->host, strchr(tg->host, ':') ? "]" : "", tg->port_str, tg->path);
+        snprintf(url + at, sizeof url - at, "%s%s://%s%s%s:%s%s", k ? "," : "", tg->tls ? "wss" : "ws",
+                 strchr(tg->host, ':') ? "[" : "", tg->host, strchr(tg->host, ':') ? "]" : "", tg->port_str, tg->path);
     }
     for (char *p = url; *p; p++)
         if (*p == '"' || *p == '\\') *p = '_'; /* it goes into JSON as is */

@@ -47,6 +47,7 @@ typedef struct {
     char path[512];             /* "/ws", with any query the URL had */
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    int tls;                    /* wss:// */
 } bench_target_t;
 
 /* One --cpu entry: a process to measure over the window, with its

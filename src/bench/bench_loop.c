@@ -37,6 +37,12 @@
  * copy stands for the ack. Without seq, loss is counted (expected minus
  * delivered) but duplicates, order and gaps are not checked.
  *
+ * wss:// targets speak TLS (OpenSSL, one client context, certificates not
+ * checked: the bench measures servers it started itself): a connection
+ * shakes hands (BC_TLS) before its upgrade request, then reads and writes
+ * through SSL_read/SSL_write on the same buffers; a read drains OpenSSL
+ * until it wants the socket again, so the edge-triggered loop stays right.
+ *
  * With several URLs (--url A,B, --pub-url) each connection has a target
  * (bench_target_of: by role, connection or room, see --spread), and a
  * delivery whose sender (the "from" of the message, b<tag>.<gidx>) has
@@ -55,7 +61,10 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,11 +88,12 @@
 #define BENCH_OUT_MAX (4u << 20)          /* unsent output per connection */
 #define BENCH_PACE_MIN_NS 50000           /* open loop: at most 20 000 timer wake-ups/s */
 
-enum { BC_IDLE, BC_CONNECTING, BC_HANDSHAKE, BC_HELLO, BC_OPEN, BC_CLOSING, BC_CLOSED };
+enum { BC_IDLE, BC_CONNECTING, BC_TLS, BC_HANDSHAKE, BC_HELLO, BC_OPEN, BC_CLOSING, BC_CLOSED };
 enum { R_SUB, R_PUB, R_DM_A, R_DM_B, R_DUR, R_IDLE };
 
 typedef struct bench_conn {
     int fd;
+    SSL *ssl;                  /* wss:// targets */
     uint8_t state, role, creator, epout, dirty, joined, sent_close;
     uint8_t await_create, await_join; /* a setup reply is due */
     uint8_t tg;                /* its server: bench_g.o.tg[tg] */
@@ -264,6 +274,10 @@ static void bench__close(bench_thread_t *t, bench_conn_t *c)
 {
     if (c->state == BC_CLOSED) return;
     int was_pending = c->state >= BC_CONNECTING && c->state <= BC_HELLO;
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
     c->state = BC_CLOSED;
@@ -347,7 +361,99 @@ static void bench__start_connects(bench_thread_t *t)
         bench__start(t, &t->conns[t->next_connect++]);
 }
 
-/* The socket connected: send the upgrade request. */
+/* ---- TLS (wss://) ---- */
+
+static SSL_CTX *bench__tls_ctx;
+static pthread_once_t bench__tls_once = PTHREAD_ONCE_INIT;
+
+static void bench__tls_init(void)
+{
+    bench__tls_ctx = SSL_CTX_new(TLS_client_method());
+    if (!bench__tls_ctx) return;
+    SSL_CTX_set_verify(bench__tls_ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_mode(bench__tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                         SSL_MODE_RELEASE_BUFFERS);
+}
+
+/* recv() or SSL_read into buf: bytes, 0 at the end, -1 with errno (EAGAIN:
+ * drained). *again: a TLS error is waiting behind the bytes returned (read
+ * once more: no new edge would come for it). */
+static ssize_t bench__recv(bench_conn_t *c, uint8_t *buf, size_t len, int *again)
+{
+    *again = 0;
+    if (!c->ssl) {
+        ssize_t r;
+        do
+            r = recv(c->fd, buf, len, 0);
+        while (r < 0 && errno == EINTR);
+        return r;
+    }
+    size_t got = 0;
+    while (got < len) {
+        size_t n = 0;
+        ERR_clear_error();
+        errno = 0;
+        if (SSL_read_ex(c->ssl, buf + got, len - got, &n) > 0) {
+            got += n;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, 0);
+        int drained = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
+        if (got) {
+            *again = !drained;
+            break;
+        }
+        if (drained) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && !ERR_peek_error() && !errno)) return 0;
+        ERR_clear_error();
+        if (!errno) errno = EPROTO;
+        return -1;
+    }
+    return (ssize_t)got;
+}
+
+/* send() or SSL_write: bytes written, or -1 with errno (EAGAIN: full). A
+ * TLS write retried after EAGAIN offers the same bytes (the output buffer
+ * only grows at its end; a compaction moves them, which the mode allows). */
+static ssize_t bench__send(bench_conn_t *c, const uint8_t *p, size_t n)
+{
+    if (!c->ssl) return send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    size_t w = 0;
+    ERR_clear_error();
+    if (SSL_write_ex(c->ssl, p, n, &w) > 0) return (ssize_t)w;
+    int e = SSL_get_error(c->ssl, 0);
+    ERR_clear_error();
+    errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EPIPE;
+    return -1;
+}
+
+static void bench__send_upgrade(bench_thread_t *t, bench_conn_t *c);
+
+/* BC_TLS: one step of the client handshake; the upgrade request follows. */
+static void bench__tls_step(bench_thread_t *t, bench_conn_t *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        bench__send_upgrade(t, c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        bench__epoll_set(t, c, e == SSL_ERROR_WANT_WRITE);
+        return;
+    }
+    char why[160] = "connection closed";
+    unsigned long code = ERR_get_error();
+    if (code) ERR_error_string_n(code, why, sizeof why);
+    ERR_clear_error();
+    bench__fail(t, c, "TLS handshake", why);
+}
+
+/* The socket connected: shake hands (wss://), then send the upgrade request. */
 static void bench__connected(bench_thread_t *t, bench_conn_t *c)
 {
     int err = 0;
@@ -357,6 +463,24 @@ static void bench__connected(bench_thread_t *t, bench_conn_t *c)
         bench__fail(t, c, "connect", strerror(err));
         return;
     }
+    if (bench_g.o.tg[c->tg].tls) {
+        pthread_once(&bench__tls_once, bench__tls_init);
+        c->ssl = bench__tls_ctx ? SSL_new(bench__tls_ctx) : NULL;
+        if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+            ERR_clear_error();
+            bench__fail(t, c, "TLS", "cannot make a TLS session");
+            return;
+        }
+        SSL_set_connect_state(c->ssl);
+        c->state = BC_TLS;
+        bench__tls_step(t, c);
+        return;
+    }
+    bench__send_upgrade(t, c);
+}
+
+static void bench__send_upgrade(bench_thread_t *t, bench_conn_t *c)
+{
     const bench_opts_t *o = &bench_g.o;
     const bench_target_t *tg = &o->tg[c->tg];
     unsigned char raw[16];
@@ -752,8 +876,7 @@ static long bench__frames(bench_thread_t *t, bench_conn_t *c, uint8_t *p, size_t
             if (c->state != BC_CLOSING) {
                 /* echo the close (§5.5.1), then hang up */
                 bench__send_close(t, c, code == 1005 ? 0 : code);
-                if (c->out_len > c->out_off)
-                    send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (c->out_len > c->out_off) bench__send(c, c->out + c->out_off, c->out_len - c->out_off);
             }
             bench__lost(t, c, why);
             return -1;
@@ -771,10 +894,8 @@ static int bench__read_once(bench_thread_t *t, bench_conn_t *c)
 {
     /* scratch = [carry area BENCH_CARRY_MAX][read area BENCH_READ] */
     uint8_t *rd = t->scratch + BENCH_CARRY_MAX;
-    ssize_t r;
-    do
-        r = recv(c->fd, rd, BENCH_READ, 0);
-    while (r < 0 && errno == EINTR);
+    int again;
+    ssize_t r = bench__recv(c, rd, BENCH_READ, &again);
     if (r == 0) {
         bench__lost(t, c, "end of stream");
         return 0;
@@ -785,7 +906,7 @@ static int bench__read_once(bench_thread_t *t, bench_conn_t *c)
         bench__lost(t, c, strerror(errno));
         return 0;
     }
-    int more = r == (ssize_t)BENCH_READ;
+    int more = r == (ssize_t)BENCH_READ || again;
     uint64_t now_us = bench_wall_us();
     uint8_t *p = rd - c->in_len;
     size_t n = c->in_len + (size_t)r;
@@ -845,7 +966,7 @@ static void bench__flush(bench_thread_t *t, bench_conn_t *c)
 {
     size_t left = c->out_len - c->out_off;
     if (!left) return;
-    ssize_t w = send(c->fd, c->out + c->out_off, left, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t w = bench__send(c, c->out + c->out_off, left);
     if (w < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
             bench__epoll_set(t, c, 1);
@@ -870,7 +991,7 @@ static void bench__flush_dirty(bench_thread_t *t)
     while ((c = t->dirty)) {
         t->dirty = c->next_dirty;
         c->dirty = 0;
-        if (c->state != BC_CLOSED && c->state != BC_CONNECTING) bench__flush(t, c);
+        if (c->state != BC_CLOSED && c->state != BC_CONNECTING && c->state != BC_TLS) bench__flush(t, c);
     }
 }
 
@@ -1051,6 +1172,10 @@ void *bench_thread_main(void *arg)
             uint32_t e = ev[i].events;
             if (c->state == BC_CONNECTING) {
                 if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) bench__connected(t, c);
+                continue;
+            }
+            if (c->state == BC_TLS) {
+                bench__tls_step(t, c);
                 continue;
             }
             if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) bench__read(t, c);

@@ -297,18 +297,20 @@ int conn_write_copy(conn_t *c, const void *p, size_t n, int force)
 void conn_discard_unsent(conn_t *c)
 {
     if (!c->outq_len) return;
-    conn_out_t *head = &c->outq[c->outq_head];
-    /* The head may be partly written; everything after it is untouched. We
-     * cannot tell here whether the head started, so keep it only if it is
-     * the one in flight (off moved past its start is not tracked): keeping
-     * the head is always safe. */
-    for (uint32_t i = 1; i < c->outq_len; i++) {
+    /* The head may be partly written: keeping it is always safe. So are the
+     * entries a transport already took into a record it has not finished
+     * sending (tp_hold bytes from the front): it must be offered the same
+     * bytes again, so they stay. Everything after is untouched: dropped. */
+    uint32_t keep = 1;
+    uint64_t held = c->outq[c->outq_head].len;
+    while (keep < c->outq_len && held < c->tp_hold)
+        held += c->outq[(c->outq_head + keep++) % c->outq_cap].len;
+    for (uint32_t i = keep; i < c->outq_len; i++) {
         conn_out_t *e = &c->outq[(c->outq_head + i) % c->outq_cap];
         c->out_bytes -= e->len;
         sbuf_unref(e->b);
     }
-    c->outq_len = 1;
-    (void)head;
+    c->outq_len = keep;
 }
 
 /* Writes as much queued output as the socket takes. Returns 1 when the queue

@@ -20,7 +20,9 @@
  * min(16 KiB, queued) bytes of the queue, copied together when they span
  * several buffers, so a write retried after WANT_WRITE presents the same
  * bytes at least as long (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER allows the
- * address to differ).
+ * address to differ); c->tp_hold tells conn_discard_unsent how many front
+ * bytes such a pending record holds, so a slow consumer's close frame
+ * still follows whole frames.
  *
  * Numbers: TLS 1.2 and 1.3 only; TLS 1.2 with ECDHE and AEAD suites only;
  * no renegotiation, no compression; ALPN http/1.1 (a client offering only
@@ -122,6 +124,7 @@ static ssize_t tls_writev(conn_t *c, const struct iovec *iov, int iovcnt)
     size_t done = 0, off = 0;
     int i = 0;
     c->flags &= ~CONN__TP_WRITE_WANTS_READ;
+    c->tp_hold = 0;
     while (i < iovcnt && done < TLS_WRITEV_MAX) {
         /* The next chunk: the first min(TLS_CHUNK, left) bytes from (i, off). */
         const char *p = (const char *)iov[i].iov_base + off;
@@ -145,9 +148,11 @@ static ssize_t tls_writev(conn_t *c, const struct iovec *iov, int iovcnt)
         errno = 0;
         if (SSL_write_ex(ssl, p, n, &wrote) <= 0) {
             int e = SSL_get_error(ssl, 0);
-            if (e == SSL_ERROR_WANT_WRITE) break;
-            if (e == SSL_ERROR_WANT_READ) {
-                c->flags |= CONN__TP_WRITE_WANTS_READ;
+            if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+                /* The record holds these n bytes now: they must come again
+                 * (conn_discard_unsent keeps them). */
+                c->tp_hold = (uint32_t)n;
+                if (e == SSL_ERROR_WANT_READ) c->flags |= CONN__TP_WRITE_WANTS_READ;
                 break;
             }
             if (done) break;

@@ -12,6 +12,7 @@ import re
 import signal
 import ssl
 import subprocess
+import tempfile
 import time
 import http.client
 
@@ -41,6 +42,35 @@ _pg_dbs = itertools.count(1)
 # store, delivery through the relay, state published on the bus.
 CLUSTER = os.environ.get("SORI_TEST_CLUSTER") == "1"
 _node_ids = itertools.cycle(range(100, 1024))  # --node-id is 0-1023
+# SORI_TEST_TLS=1: every server speaks TLS (--tls-cert with a self-signed
+# certificate for 127.0.0.1 made once per run) and every client of the
+# suite connects with https:// and wss:// trusting it, so the whole suite
+# runs through the TLS transport.
+TLS = os.environ.get("SORI_TEST_TLS") == "1"
+_tls_files = []
+
+
+def tls_files():
+    """(cert, key) of the run's self-signed certificate for 127.0.0.1."""
+    if not _tls_files:
+        d = tempfile.mkdtemp(prefix="sori-test-tls-")
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
+        _tls_files.extend([cert, key])
+    return tuple(_tls_files)
+
+
+def ws_tls(server):
+    """Keyword arguments for websockets.connect to this server: its TLS
+    context when it speaks TLS."""
+    return {"ssl": server.tls_ctx} if server.tls_ctx is not None else {}
+
+
+def default_tls_ctx():
+    """The client context of a SORI_TEST_TLS=1 run, else None (plain)."""
+    return ssl.create_default_context(cafile=tls_files()[0]) if TLS else None
 
 
 def pg_database():
@@ -72,6 +102,8 @@ class Server:
         self.data_dir = str(tmp_path / "data")
         self.db = db or (pg_database() if PG else None)  # a restart passes its predecessor's
         self.stderr_path = str(tmp_path / "sori.stderr")
+        if TLS and "--tls-cert" not in args:
+            args = list(args) + ["--tls-cert", tls_files()[0], "--tls-key", tls_files()[1]]
         self.args = args
         self.allow_guests = allow_guests
         self.proc = None
@@ -81,8 +113,10 @@ class Server:
         # --tls-cert FILE: the server speaks TLS only; clients trust FILE
         # (a self-signed certificate for 127.0.0.1) through this context.
         self.tls_ctx = None
+        self.tls_cafile = None
         if "--tls-cert" in args:
-            self.tls_ctx = ssl.create_default_context(cafile=args[list(args).index("--tls-cert") + 1])
+            self.tls_cafile = args[list(args).index("--tls-cert") + 1]
+            self.tls_ctx = ssl.create_default_context(cafile=self.tls_cafile)
 
     def start(self):
         cmd = [SORI_BIN, "serve", "--host", "127.0.0.1", "--port", "0",

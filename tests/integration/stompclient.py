@@ -221,7 +221,8 @@ async def open_ws(server, protocols=("v12.stomp", "v11.stomp", "v10.stomp"), que
     url = server.ws_url + "/ws" + ("?" + query if query else "")
     ws = await asyncio.wait_for(websockets.connect(
         url, subprotocols=list(protocols), extra_headers=headers or {}, ping_interval=None,
-        max_size=None, compression=compression, close_timeout=1 * SLOW), T)
+        max_size=None, compression=compression, close_timeout=1 * SLOW,
+        **({"ssl": server.tls_ctx} if getattr(server, "tls_ctx", None) is not None else {})), T)
     c = StompClient(ws)
     import chatclient
     chatclient._open.append(c)  # closed by chatclient.run() at the end

@@ -211,7 +211,7 @@ def test_several_urls(make_server, tmp_path):
     (["--scenario", "dm", "--subs", "3"], "--subs"),
     (["--rate", "10", "--window", "2"], "--window"),
     (["--url", "http://127.0.0.1:1/ws"], "--url"),
-    (["--url", "wss://127.0.0.1:1/ws"], "wss"),
+    (["--url", "wss:/127.0.0.1:1/ws"], "wss://"),
     (["--duration", "abc"], "--duration"),
     (["--threads", "1.5"], "--threads"),
     (["--size", "5"], "--size"),

@@ -53,7 +53,7 @@ class Proc:
         deadline = time.monotonic() + 10 * SLOW
         while True:
             try:
-                resp, r = http_raw(self.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                resp, r = http_raw(self.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", tls_ctx=None)
                 r.sock.close()
                 if resp.status == 200:
                     break
@@ -136,7 +136,7 @@ def test_config_file_port_0_and_guests(tmp_path):
     p = Proc(["--config", str(cfg), "--data-dir", str(tmp_path / "data"), "--workers", "1",
               "--heartbeat-ms", "2000"], tmp_path)
     try:
-        ws = RawWS(p.port, "/ws?user=cfg")
+        ws = RawWS(p.port, "/ws?user=cfg", tls_ctx=None)
         try:
             hello = ws.recv_json()
             assert hello["user"] == "cfg"

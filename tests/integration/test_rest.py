@@ -11,6 +11,7 @@ import pytest
 from chatclient import connect, run, uniq
 from httpclient import call, png, signup
 from conftest import SLOW, Server, _finish
+import wsraw
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +234,7 @@ def test_pipelined_requests_answer_in_order_while_deferred(server):
     body = json.dumps({"text": "piped"}).encode()
     req = (b"POST /api/rooms/%s/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
            b"Content-Length: %d\r\n\r\n%s" % (room.encode(), tok.encode(), len(body), body))
-    s = socket.create_connection(("127.0.0.1", server.port), timeout=5 * SLOW)
+    s = wsraw.tls_wrap(socket.create_connection(("127.0.0.1", server.port), timeout=5 * SLOW))
     s.sendall(req + req + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     data = b""
     while True:
@@ -489,4 +490,4 @@ def test_metrics_are_prometheus_text(server):
 
 def test_discover_names_this_node(server):
     st, _, b = call(server, "GET", "/api/discover")
-    assert st == 200 and b == {"ws": "ws://127.0.0.1:%d/ws" % server.port, "node": server.node_id}
+    assert st == 200 and b == {"ws": server.ws_url + "/ws", "node": server.node_id}

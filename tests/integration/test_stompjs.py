@@ -36,6 +36,7 @@ class StompJs:
                 "connectHeaders": connect_headers, "heartbeatIncoming": hb[0], "heartbeatOutgoing": hb[1]}
         self.proc = await asyncio.create_subprocess_exec(
             "node", os.path.join(NODE_DIR, "stomp_driver.mjs"), json.dumps(opts), cwd=NODE_DIR,
+            env=dict(os.environ, NODE_EXTRA_CA_CERTS=server.tls_cafile) if server.tls_cafile else None,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         self.events = []
         self.log = []

@@ -14,7 +14,7 @@ import time
 import pytest
 import websockets
 
-from conftest import SLOW, Server, _finish
+from conftest import SLOW, Server, _finish, ws_tls
 from wsraw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RSV1, RSV2, RSV3,
                    Closed, RawWS, build_frame, deflate, http_raw, inflate, parse_close)
 
@@ -177,7 +177,7 @@ def test_subprotocol_picks_supported(server):
 def test_subprotocol_with_websockets_client(server):
     """§4.1 (client side check): websockets validates the chosen protocol."""
     async def go():
-        async with websockets.connect(server.ws_url + "/ws?user=sub", compression=None,
+        async with websockets.connect(server.ws_url + "/ws?user=sub", **ws_tls(server), compression=None,
                                       subprotocols=["foo", "sori.v1"]) as ws:
             assert ws.subprotocol == "sori.v1"
             assert json.loads(await ws.recv())["type"] == "hello"
@@ -238,7 +238,7 @@ def test_hello_frame(server):
     """PROTOCOL.md §2: the first frame is hello {type,user,session,node,
     heartbeat_ms,server_time}."""
     async def go():
-        async with websockets.connect(server.ws_url + "/ws?user=alice", compression=None) as ws:
+        async with websockets.connect(server.ws_url + "/ws?user=alice", **ws_tls(server), compression=None) as ws:
             return json.loads(await ws.recv())
     before = time.time() * 1000
     hello = run(go())
@@ -269,7 +269,7 @@ def test_hello_sessions_distinct_and_heartbeat_configured(hb):
 def test_json_ping_pong_ref(server):
     """PROTOCOL.md §3: {"type":"ping"} gets {"type":"pong"}, with the ref."""
     async def go():
-        async with websockets.connect(server.ws_url + "/ws?user=bob", compression=None) as ws:
+        async with websockets.connect(server.ws_url + "/ws?user=bob", **ws_tls(server), compression=None) as ws:
             await ws.recv()
             out = []
             for msg in ({"type": "ping", "ref": 1}, {"type": "ping", "ref": "r-2"}, {"type": "ping"}):
@@ -760,7 +760,7 @@ def test_deflate_negotiated_with_websockets(echo):
     blob = bytes(range(256)) * 1000
 
     async def go():
-        async with websockets.connect(echo.ws_url + "/echo", compression="deflate") as ws:
+        async with websockets.connect(echo.ws_url + "/echo", **ws_tls(echo), compression="deflate") as ws:
             ext = ws.response_headers["Sec-WebSocket-Extensions"]
             await ws.send(text)
             got_text = await ws.recv()
@@ -779,7 +779,7 @@ def test_deflate_negotiated_with_websockets(echo):
 def test_deflate_json_endpoint_with_websockets(server):
     """RFC 7692 on /ws: the JSON session works compressed."""
     async def go():
-        async with websockets.connect(server.ws_url + "/ws?user=zed", compression="deflate") as ws:
+        async with websockets.connect(server.ws_url + "/ws?user=zed", **ws_tls(server), compression="deflate") as ws:
             assert "permessage-deflate" in ws.response_headers["Sec-WebSocket-Extensions"]
             assert json.loads(await ws.recv())["type"] == "hello"
             await ws.send(json.dumps({"type": "ping", "ref": "z" * 500}))
@@ -962,7 +962,7 @@ def test_deflate_disabled(make_server):
         ws.close()
 
     async def go():
-        async with websockets.connect(srv.ws_url + "/echo", compression="deflate") as c:
+        async with websockets.connect(srv.ws_url + "/echo", **ws_tls(srv), compression="deflate") as c:
             assert "Sec-WebSocket-Extensions" not in c.response_headers
             await c.send("plain")
             return await c.recv()
@@ -1141,7 +1141,7 @@ def test_shutdown_closes_websockets_with_1001(make_server):
     srv = make_server()
 
     async def go():
-        async with websockets.connect(srv.ws_url + "/ws?user=bye", compression=None,
+        async with websockets.connect(srv.ws_url + "/ws?user=bye", **ws_tls(srv), compression=None,
                                       ping_interval=None) as ws:
             assert json.loads(await ws.recv())["type"] == "hello"
             loop = asyncio.get_running_loop()

@@ -25,7 +25,7 @@ import struct
 import time
 import zlib
 
-from conftest import SLOW
+from conftest import SLOW, default_tls_ctx
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
@@ -133,15 +133,23 @@ def read_http_response(reader, timeout=DEFAULT_TIMEOUT, head_only=False):
     return HTTPResponse(status, reason, version, headers, body, head)
 
 
-def http_connect(port, timeout=DEFAULT_TIMEOUT):
+def tls_wrap(sock, tls_ctx="auto"):
+    """sock, or sock in TLS with tls_ctx; "auto": TLS in a SORI_TEST_TLS=1
+    run (conftest.default_tls_ctx), plain otherwise."""
+    if tls_ctx == "auto":
+        tls_ctx = default_tls_ctx()
+    return tls_ctx.wrap_socket(sock, server_hostname="127.0.0.1") if tls_ctx is not None else sock
+
+
+def http_connect(port, timeout=DEFAULT_TIMEOUT, tls_ctx="auto"):
     """A connected Reader on 127.0.0.1:port."""
-    return Reader(socket.create_connection(("127.0.0.1", port), timeout=timeout))
+    return Reader(tls_wrap(socket.create_connection(("127.0.0.1", port), timeout=timeout), tls_ctx))
 
 
-def http_raw(port, data, timeout=DEFAULT_TIMEOUT, head_only=False):
+def http_raw(port, data, timeout=DEFAULT_TIMEOUT, head_only=False, tls_ctx="auto"):
     """Sends raw request bytes on a new connection and returns (response,
     reader) with the first response read."""
-    r = http_connect(port, timeout)
+    r = http_connect(port, timeout, tls_ctx)
     r.sock.sendall(data)
     return read_http_response(r, timeout, head_only), r
 
@@ -228,11 +236,11 @@ class RawWS:
     fields, drop removes default ones; rcvbuf sets SO_RCVBUF before connect
     (a small window makes a slow reader); early is sent right after the
     request, in the same send; tls_ctx (an ssl.SSLContext) speaks TLS to a
-    --tls-cert server."""
+    --tls-cert server (default: as the run, see tls_wrap)."""
 
     def __init__(self, port, path="/ws?user=raw", headers=None, drop=(), method="GET",
                  timeout=DEFAULT_TIMEOUT, expect_status=101, key=None, rcvbuf=None, early=b"",
-                 tls_ctx=None):
+                 tls_ctx="auto"):
         self.timeout = timeout
         self.key = key if key is not None else base64.b64encode(os.urandom(16)).decode()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -240,8 +248,7 @@ class RawWS:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.settimeout(timeout)
         sock.connect(("127.0.0.1", port))
-        if tls_ctx is not None:
-            sock = tls_ctx.wrap_socket(sock, server_hostname="127.0.0.1")
+        sock = tls_wrap(sock, tls_ctx)
         self.sock = sock
         self.reader = Reader(sock)
         fields = [("Host", "127.0.0.1:%d" % port), ("Upgrade", "websocket"),
