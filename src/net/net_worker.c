@@ -163,7 +163,7 @@ static void worker__accept_cb(uv_poll_t *p, int status, int events)
             }
             return;
         }
-        if (w->draining || net_connections() >= net__cfg.max_connections) {
+        if (w->draining || net_connections() >= __atomic_load_n(&net__cfg.max_connections, __ATOMIC_RELAXED)) {
             worker__reject(fd);
             continue;
         }
@@ -238,6 +238,12 @@ static void worker__drain_task(net_worker_t *w, void *arg)
     worker__for_each_conn(w, worker__shutdown_conn);
     /* Check often while draining, not once a second. */
     uv_timer_start(&w->sweep_timer, worker__sweep_cb, 50, 50);
+}
+
+void net_set_limits(uint64_t max_connections, uint64_t out_limit)
+{
+    __atomic_store_n(&net__cfg.max_connections, max_connections, __ATOMIC_RELAXED);
+    __atomic_store_n(&net__cfg.out_limit, out_limit, __ATOMIC_RELAXED);
 }
 
 void net_drain(unsigned drain_ms)
