@@ -443,10 +443,10 @@ static void http__on_shutdown(conn_t *c)
         p->keep_alive = 0; /* answered when it comes, then closed */
         return;
     }
-    if (http__flags(c) & HTTP__IN_REQUEST)
-        http__fail(c, 503, "unavailable", "The server is shutting down.");
-    else
-        conn_close(c, CONN_CLOSE_AFTER_FLUSH);
+    /* A request whose head or body is arriving is in flight: it finishes
+     * (draining answers say Connection: close; /healthz says 503), bounded
+     * by its handshake timeout and the drain timeout. Idle ones close. */
+    if (!(http__flags(c) & HTTP__IN_REQUEST)) conn_close(c, CONN_CLOSE_AFTER_FLUSH);
 }
 
 static const conn_handler_t http__handler = {

@@ -234,6 +234,13 @@ static void worker__drain_task(net_worker_t *w, void *arg)
     w->draining = 1;
     w->drain_deadline_ms = uv_now(&w->loop) + ms;
     uv_poll_stop(&w->listener);
+    /* Stop listening now, not at exit: a connect during the drain is
+     * refused (and the ones waiting in the backlog are reset) instead of
+     * hanging unaccepted; a balancer moves on at once. Linux turns a
+     * shut-down listening socket back to CLOSED; the descriptor itself is
+     * closed when the worker ends, as before. */
+    if (shutdown(w->listen_fd, SHUT_RDWR) != 0)
+        LOG_WARN("net", "worker %d: cannot stop listening: %s", w->index, strerror(errno));
     uv_timer_stop(&w->accept_backoff);
     worker__for_each_conn(w, worker__shutdown_conn);
     /* Check often while draining, not once a second. */

@@ -73,9 +73,10 @@ class Server:
         self.port = None
         self.node_id = "0"  # --node-id
         self.stdout_line = ""
+        self.port_flag = True  # False: the port comes from a --config file
 
     def start(self):
-        cmd = [SORI_BIN, "serve", "--host", "127.0.0.1", "--port", "0",
+        cmd = [SORI_BIN, "serve", "--host", "127.0.0.1"] + (["--port", "0"] if self.port_flag else []) + [
                "--data-dir", self.data_dir, "--workers", "2"]
         if self.allow_guests:
             cmd.append("--allow-guests")
