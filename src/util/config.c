@@ -459,11 +459,13 @@ int config_reload(config_validate_fn validate, char *err, size_t errlen)
     config__free_strings(&config__last);
     config__last = next; /* takes next's strings */
     const char *file = sori_config.config_file && sori_config.config_file[0] ? sori_config.config_file : "(no --config file)";
+    /* The summary is written whatever the log level (log_write does not
+     * check it): a reload that changes log-level is seen either way. */
     if (!nchanged) {
-        LOG_INFO("config", "reloaded %s: nothing to change", file);
+        log_write(LOG_LEVEL_INFO, "config", "reloaded %s: nothing to change", file);
         return 0;
     }
-    LOG_INFO("config", "reloaded %s: %d changed: %s", file, nchanged, changed);
+    log_write(LOG_LEVEL_INFO, "config", "reloaded %s: %d changed: %s", file, nchanged, changed);
     for (int i = 0; i < config__nhooks; i++) config__hooks[i].fn(config__hooks[i].arg);
     return 0;
 }
