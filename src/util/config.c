@@ -414,6 +414,13 @@ static int config__store(const config_opt_t *o, const sori_config_t *next)
     return SORI_EINVAL;
 }
 
+/* Values never written to the log: the secret, URLs that may hold a password. */
+static int config__hidden(const config_opt_t *o)
+{
+    return !strcmp(o->name, "secret") || !strcmp(o->name, "db") || !strcmp(o->name, "redis") ||
+           !strcmp(o->name, "push-webhook");
+}
+
 int config_reload(config_validate_fn validate, char *err, size_t errlen)
 {
     if (!config__have_last) {
@@ -437,8 +444,11 @@ int config_reload(config_validate_fn validate, char *err, size_t errlen)
         config__format(&next, o, newv, sizeof newv);
         if (!strcmp(oldv, newv)) continue;
         if (!(o->flags & OPT_RELOAD)) {
-            LOG_WARN("config", "reload: %s cannot change without a restart; keeping %s=\"%.200s\" (the file says \"%.200s\")",
-                     o->name, o->name, oldv, newv);
+            if (config__hidden(o))
+                LOG_WARN("config", "reload: %s cannot change without a restart; keeping the running value", o->name);
+            else
+                LOG_WARN("config", "reload: %s cannot change without a restart; keeping %s=\"%.200s\" (the file says \"%.200s\")",
+                         o->name, o->name, oldv, newv);
             /* Keep comparing against the running value: warn again next time. */
             config__apply(&next, o, oldv, err, errlen);
             continue;
@@ -451,8 +461,10 @@ int config_reload(config_validate_fn validate, char *err, size_t errlen)
         }
         nchanged++;
         if (clen < sizeof changed) {
-            int n = snprintf(changed + clen, sizeof changed - clen, "%s%s=%.100s (was %.100s)", clen ? ", " : "",
-                             o->name, newv, oldv);
+            int n = config__hidden(o)
+                        ? snprintf(changed + clen, sizeof changed - clen, "%s%s (value not shown)", clen ? ", " : "", o->name)
+                        : snprintf(changed + clen, sizeof changed - clen, "%s%s=%.100s (was %.100s)", clen ? ", " : "",
+                                   o->name, newv, oldv);
             if (n > 0) clen += (size_t)n;
         }
     }
@@ -461,11 +473,12 @@ int config_reload(config_validate_fn validate, char *err, size_t errlen)
     const char *file = sori_config.config_file && sori_config.config_file[0] ? sori_config.config_file : "(no --config file)";
     /* The summary is written whatever the log level (log_write does not
      * check it): a reload that changes log-level is seen either way. */
-    if (!nchanged) {
+    if (!nchanged)
         log_write(LOG_LEVEL_INFO, "config", "reloaded %s: nothing to change", file);
-        return 0;
-    }
-    log_write(LOG_LEVEL_INFO, "config", "reloaded %s: %d changed: %s", file, nchanged, changed);
+    else
+        log_write(LOG_LEVEL_INFO, "config", "reloaded %s: %d changed: %s", file, nchanged, changed);
+    /* Every time, also with no option changed: a file an option names (a
+     * TLS certificate) may have changed under the same name. */
     for (int i = 0; i < config__nhooks; i++) config__hooks[i].fn(config__hooks[i].arg);
     return 0;
 }

@@ -117,15 +117,21 @@ typedef int (*config_validate_fn)(const sori_config_t *c, char *err, size_t errl
  * validate (may be NULL), and only then stores the changed reloadable options
  * into sori_config (atomic stores; old strings are kept until exit). A changed
  * option that is not reloadable is logged and keeps its running value. Logs
- * one line listing what changed, then calls every config_on_reload hook (in
- * registration order, on this thread) if anything changed. Returns 0, or
+ * one line listing what changed (whatever the log level; the values of
+ * secret, db, redis and push-webhook are never logged), then calls every
+ * config_on_reload hook (in registration order, on this thread), also when
+ * no option changed. Returns 0, or
  * SORI_EINVAL with a sentence in err (the running config is untouched).
  */
 int config_reload(config_validate_fn validate, char *err, size_t errlen);
 
-/* Registers fn (up to 16) to be called on the main loop thread after each
- * successful reload that changed something; fn reads the new values with
- * CONFIG_GET. Call before the first SIGHUP can arrive (at startup). */
+/* Registers fn (up to 16; SORI_ELIMIT beyond) to be called on the main loop
+ * thread after each successful reload, also one that changed no option (a
+ * file an option names, such as a TLS certificate, may have changed under
+ * the same name); fn reads the new values with CONFIG_GET (or plainly: it
+ * runs on the writing thread) and must not block for long (the main loop
+ * also runs the drain). arg is borrowed. Register at startup, before the
+ * first SIGHUP can arrive; the hooks run in registration order. */
 typedef void (*config_reload_fn)(void *arg);
 int config_on_reload(config_reload_fn fn, void *arg);
 
