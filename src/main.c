@@ -248,7 +248,9 @@ static void on_sigusr1(uv_signal_t *s, int signum)
 static int main__write_pid(const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "w");
-    if (!f || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) {
+    int ok = f && fprintf(f, "%ld\n", (long)getpid()) > 0;
+    if (f && fclose(f) != 0) ok = 0;
+    if (!ok) {
         snprintf(err, errlen, "--pid-file: cannot write %.300s: %s", path, strerror(errno));
         return SORI_EIO;
     }

@@ -492,7 +492,7 @@ static void stomp__subscribe(stomp_session_t *ss, stomp_frame_t *f)
         stomp__fatal(ss, "conflict", "A subscription with this id exists on this connection.", rcpt, 1008);
         return;
     }
-    if (ss->nsubs >= (uint32_t)sori_config.max_rooms_per_conn + STOMP_SUB_EXTRA) {
+    if (ss->nsubs >= (uint32_t)CONFIG_GET(max_rooms_per_conn) + STOMP_SUB_EXTRA) {
         stomp__fatal(ss, "too_large", "Too many subscriptions on this connection.", rcpt, 1008);
         return;
     }

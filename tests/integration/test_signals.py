@@ -165,7 +165,9 @@ def test_sigterm_commits_every_acked_async_message(make_server):
 
 def test_sigusr1_reopens_the_log_file(make_server, tmp_path):
     log = tmp_path / "sori.log"
-    srv = make_server("--log-file", str(log))
+    pid = tmp_path / "sori.pid"
+    srv = make_server("--log-file", str(log), "--pid-file", str(pid))
+    assert pid.read_text() == "%d\n" % srv.proc.pid  # what the postrotate script signals
     wait_for(lambda: log.exists() and b"chat: loaded" in log.read_bytes(), 5, "startup lines in the log file")
     assert "chat: loaded" not in srv.read_stderr()  # stderr keeps only what came before the file
     os.rename(log, tmp_path / "sori.log.1")   # what logrotate does
@@ -179,6 +181,7 @@ def test_sigusr1_reopens_the_log_file(make_server, tmp_path):
     assert b"chat: loaded" not in new
     assert srv.stop() == 0
     assert b"stopped" in log.read_bytes()
+    assert not pid.exists()  # removed at a clean exit
 
 
 # ---------------------------------------------------------------- SIGHUP
