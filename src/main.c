@@ -1,10 +1,20 @@
 /*
- * main.c: the `sori` command: subcommands, flags, startup and shutdown.
+ * main.c: the `sori` command: subcommands, flags, startup, signals and
+ * shutdown.
  *
  * `sori serve` reads the config, prepares the data directory and the secret,
  * loads the browser client, starts the workers and waits on the main thread
- * for SIGTERM/SIGINT: then it stops accepting, closes WebSockets with 1001,
- * waits up to --drain-timeout-ms for connections to finish and exits 0.
+ * for signals (all handled on the main loop, never in a worker):
+ *   SIGTERM/SIGINT: drain: stop accepting (listeners closed, /healthz 503),
+ *     close WebSockets with 1012 "server restarting, reconnect" (STOMP gets
+ *     an ERROR frame first), let in-flight requests finish, wait up to
+ *     --drain-timeout-ms, then commit everything the store has queued, stop
+ *     the bus and the push thread, and exit 0;
+ *   SIGHUP: config_reload (util/config.c): re-read --config, validate it all,
+ *     apply the reloadable options, then the hooks (main__on_reload first);
+ *   SIGUSR1: reopen --log-file (after logrotate moved it).
+ * During the drain SIGHUP and SIGUSR1 are ignored (so a logrotate run cannot
+ * kill a draining node) and a second SIGTERM/SIGINT kills the process.
  * Exit codes: 0 ok, 1 runtime failure, 2 bad usage (flag, config value).
  */
 #include "auth/auth.h"
@@ -140,35 +150,123 @@ static const char *find_web_dir(void)
     return "./web";
 }
 
-static uv_signal_t main__sighup;
+/* The main loop's signal handles (main thread only). */
+static struct {
+    uv_signal_t term, intr, hup, usr1;
+    uint64_t max_conns_cap; /* the open-files limit's cap on --max-connections */
+} main__sig;
+
+static void main__close_signal(uv_signal_t *s)
+{
+    if (!uv_is_closing((uv_handle_t *)s)) uv_close((uv_handle_t *)s, NULL);
+}
 
 static void on_signal(uv_signal_t *s, int signum)
 {
-    LOG_INFO("main", "%s: draining (up to %d ms)", signum == SIGTERM ? "SIGTERM" : "SIGINT",
-             sori_config.drain_timeout_ms);
+    (void)s;
+    int drain_ms = sori_config.drain_timeout_ms; /* main thread: the writer itself */
+    LOG_INFO("main", "%s: draining (up to %d ms): listeners closed, WebSockets closed with 1012",
+             signum == SIGTERM ? "SIGTERM" : "SIGINT", drain_ms);
     http_set_draining(1);
-    net_drain((unsigned)sori_config.drain_timeout_ms);
-    uv_close((uv_handle_t *)s, NULL);
-    uv_signal_t *other = s->data;
-    if (!uv_is_closing((uv_handle_t *)other)) uv_close((uv_handle_t *)other, NULL);
-    if (!uv_is_closing((uv_handle_t *)&main__sighup)) uv_close((uv_handle_t *)&main__sighup, NULL);
+    net_drain((unsigned)drain_ms);
+    main__close_signal(&main__sig.term);
+    main__close_signal(&main__sig.intr);
+    main__close_signal(&main__sig.hup);
+    main__close_signal(&main__sig.usr1);
+    /* uv_close restored the default actions; reload and reopen could only
+     * kill the draining node now. */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
 }
 
-/* SIGHUP: load the TLS certificate and key again (new connections get them;
- * a bad file keeps the running ones). */
+/* Cross-option rules and values other modules must accept: the same checks
+ * at startup (exit 2) and on SIGHUP (the reload is refused). */
+static int main__validate(const sori_config_t *c, char *err, size_t errlen)
+{
+    char sub[400];
+    if (log_level_parse(c->log_level) < 0) {
+        snprintf(err, errlen, "--log-level: expected error, warn, info or debug, got \"%.100s\"", c->log_level);
+        return SORI_EINVAL;
+    }
+    if (c->out_limit <= c->ws_max_message) {
+        snprintf(err, errlen, "--out-limit (%lld) must be larger than --ws-max-message (%lld)",
+                 (long long)c->out_limit, (long long)c->ws_max_message);
+        return SORI_EINVAL;
+    }
+    if (push_url_check(c->push_webhook, sub, sizeof sub)) {
+        snprintf(err, errlen, "--push-webhook: %s", sub);
+        return SORI_EINVAL;
+    }
+    if (strcmp(c->durability, "sync") && strcmp(c->durability, "async")) {
+        snprintf(err, errlen, "--durability: expected sync or async, got \"%.100s\"", c->durability);
+        return SORI_EINVAL;
+    }
+    return 0;
+}
+
+/* After a reload: modules that copied a value at startup take the new one. */
+static void main__on_reload(void *arg)
+{
+    (void)arg;
+    log_level_set(log_level_parse(sori_config.log_level)); /* validated */
+    uint64_t max_conns = (uint64_t)sori_config.max_connections;
+    if (main__sig.max_conns_cap && max_conns > main__sig.max_conns_cap) max_conns = main__sig.max_conns_cap;
+    net_set_limits(max_conns, (uint64_t)sori_config.out_limit);
+    chat_set_limits((size_t)sori_config.max_text, sori_config.max_rooms_per_conn,
+                    (uint64_t)sori_config.out_limit / 4);
+    http_route_set_limit("POST", "/api/uploads", (uint64_t)sori_config.upload_max);
+    push_set_limits(sori_config.push_preview, sori_config.push_rate, sori_config.push_attempts,
+                    sori_config.push_delay_ms);
+}
+
 static void on_sighup(uv_signal_t *s, int signum)
 {
     (void)s;
     (void)signum;
-    if (!net_tls_on()) {
-        LOG_INFO("main", "SIGHUP: nothing to reload");
+    char err[512];
+    LOG_INFO("config", "SIGHUP: reloading %s", sori_config.config_file[0] ? sori_config.config_file : "the flags (no --config file)");
+    if (config_reload(main__validate, err, sizeof err))
+        LOG_ERROR("config", "reload refused, the running config stays: %s", err);
+}
+
+static void on_sigusr1(uv_signal_t *s, int signum)
+{
+    (void)s;
+    (void)signum;
+    char err[512];
+    if (!sori_config.log_file[0]) {
+        LOG_INFO("main", "SIGUSR1: logging to stderr, nothing to reopen");
         return;
     }
+    if (log_reopen(err, sizeof err))
+        LOG_ERROR("main", "SIGUSR1: %s; still logging to the old file", err);
+    else
+        LOG_INFO("main", "SIGUSR1: reopened the log file %s", sori_config.log_file);
+}
+
+/* A reload hook: load the TLS certificate and key again (new connections
+ * get them, open ones keep theirs; a bad file keeps the running ones). */
+static void main__tls_reload(void *arg)
+{
+    (void)arg;
     char err[512];
     if (net_tls_reload(sori_config.tls_cert, sori_config.tls_key, err, sizeof err))
         LOG_ERROR("main", "SIGHUP: TLS certificate not reloaded, the running one stays: %s", err);
     else
         LOG_INFO("main", "SIGHUP: TLS certificate %s reloaded", sori_config.tls_cert);
+}
+
+/* --pid-file: written at startup, removed at a clean exit. */
+static int main__write_pid(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "w");
+    int ok = f && fprintf(f, "%ld\n", (long)getpid()) > 0;
+    if (f && fclose(f) != 0) ok = 0;
+    if (!ok) {
+        snprintf(err, errlen, "--pid-file: cannot write %.300s: %s", path, strerror(errno));
+        return SORI_EIO;
+    }
+    return 0;
 }
 
 static void on_worker_stop(net_worker_t *w)
@@ -200,21 +298,17 @@ static int cmd_serve(int argc, char **argv)
         fprintf(stderr, "sori: %s\n", err);
         return 2;
     }
-    int lvl = log_level_parse(sori_config.log_level);
-    if (lvl < 0) {
-        fprintf(stderr, "sori: --log-level: expected error, warn, info or debug, got \"%s\"\n",
-                sori_config.log_level);
+    if (main__validate(&sori_config, err, sizeof err)) {
+        fprintf(stderr, "sori: %s\n", err);
         return 2;
     }
-    log_level_current = lvl;
-    if (sori_config.out_limit <= sori_config.ws_max_message) {
-        fprintf(stderr, "sori: --out-limit (%lld) must be larger than --ws-max-message (%lld)\n",
-                (long long)sori_config.out_limit, (long long)sori_config.ws_max_message);
-        return 2;
-    }
-    if (push_url_check(sori_config.push_webhook, err, sizeof err)) {
-        fprintf(stderr, "sori: --push-webhook: %s\n", err);
-        return 2;
+    /* What SIGHUP compares the file against: the options as given, before
+     * anything below derives values from them (the secret, the caps). */
+    config_reload_init(argc, argv);
+    log_level_set(log_level_parse(sori_config.log_level));
+    if (sori_config.log_file[0] && log_open(sori_config.log_file, err, sizeof err)) {
+        fprintf(stderr, "sori: %s\n", err);
+        return 1;
     }
     if ((sori_config.tls_cert && sori_config.tls_cert[0]) || (sori_config.tls_key && sori_config.tls_key[0])) {
         if (net_tls_init(sori_config.tls_cert, sori_config.tls_key, err, sizeof err)) {
@@ -256,6 +350,7 @@ static int cmd_serve(int argc, char **argv)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
         getrlimit(RLIMIT_NOFILE, &rl);
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 64) main__sig.max_conns_cap = rl.rlim_cur - 64;
         if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 64 && max_conns > rl.rlim_cur - 64) {
             max_conns = rl.rlim_cur - 64;
             LOG_INFO("main", "max-connections capped at %llu by the open-files limit",
@@ -337,16 +432,21 @@ static int cmd_serve(int argc, char **argv)
     /* Signals are caught before any connection can be served, so a SIGTERM
      * right after the first /healthz still drains cleanly. */
     uv_loop_t *loop = uv_default_loop();
-    uv_signal_t sigterm, sigint;
-    uv_signal_init(loop, &sigterm);
-    uv_signal_init(loop, &sigint);
-    sigterm.data = &sigint;
-    sigint.data = &sigterm;
-    uv_signal_start(&sigterm, on_signal, SIGTERM);
-    uv_signal_start(&sigint, on_signal, SIGINT);
-    uv_signal_init(loop, &main__sighup);
-    uv_signal_start(&main__sighup, on_sighup, SIGHUP);
+    uv_signal_init(loop, &main__sig.term);
+    uv_signal_init(loop, &main__sig.intr);
+    uv_signal_init(loop, &main__sig.hup);
+    uv_signal_init(loop, &main__sig.usr1);
+    uv_signal_start(&main__sig.term, on_signal, SIGTERM);
+    uv_signal_start(&main__sig.intr, on_signal, SIGINT);
+    uv_signal_start(&main__sig.hup, on_sighup, SIGHUP);
+    uv_signal_start(&main__sig.usr1, on_sigusr1, SIGUSR1);
+    config_on_reload(main__on_reload, NULL); /* first: the hooks others add see the new limits applied */
+    if (net_tls_on()) config_on_reload(main__tls_reload, NULL);
     if (net_start(&ncfg, err, sizeof err)) {
+        fprintf(stderr, "sori: %s\n", err);
+        return 1;
+    }
+    if (sori_config.pid_file[0] && main__write_pid(sori_config.pid_file, err, sizeof err)) {
         fprintf(stderr, "sori: %s\n", err);
         return 1;
     }
@@ -381,6 +481,7 @@ static int cmd_serve(int argc, char **argv)
     uv_loop_close(loop);
     http_static_free();
     proto_rest_free();
+    if (sori_config.pid_file[0]) unlink(sori_config.pid_file);
     LOG_INFO("main", "stopped");
     return 0;
 }

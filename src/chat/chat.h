@@ -57,6 +57,9 @@ typedef struct {
  * idempotency keys. Call once before serving. 0 or an error with err. */
 int chat_init(const chat_config_t *cfg, const store_type_t *type, const char *url, char *err,
               size_t errlen);
+/* SIGHUP reload (main thread): new per-connection limits, stored atomically
+ * and read atomically by the command layer (the next join, send, catch-up). */
+void chat_set_limits(size_t max_text, int max_rooms_per_conn, uint64_t catchup_budget);
 /* After the workers stopped: commits what is queued and frees everything. */
 void chat_shutdown(void);
 /* Rooms and users the node knows (for /metrics). Any thread. */

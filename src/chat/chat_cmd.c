@@ -147,9 +147,10 @@ void chat_join(chat_session_t *s, json_t *ref, const char *room, int64_t since)
     if (!sub) {
         int joined = 0;
         for (uint32_t i = 0; i < s->nsubs; i++) joined += s->subs[i]->joined;
-        if (joined >= chat__g.cfg.max_rooms_per_conn) {
+        int max_rooms = __atomic_load_n(&chat__g.cfg.max_rooms_per_conn, __ATOMIC_RELAXED);
+        if (joined >= max_rooms) {
             char msg[96];
-            snprintf(msg, sizeof msg, "A connection may join at most %d rooms.", chat__g.cfg.max_rooms_per_conn);
+            snprintf(msg, sizeof msg, "A connection may join at most %d rooms.", max_rooms);
             chat__error(s, ref, "too_large", msg);
             return;
         }
@@ -387,9 +388,10 @@ static int chat__check_text(chat_session_t *s, json_t *ref, size_t len, const ch
         chat__error(s, ref, "bad_request", "A message needs some text.");
         return -1;
     }
-    if (len > chat__g.cfg.max_text) {
+    size_t max_text = __atomic_load_n(&chat__g.cfg.max_text, __ATOMIC_RELAXED);
+    if (len > max_text) {
         char msg[96];
-        snprintf(msg, sizeof msg, "Message texts are at most %zu bytes.", chat__g.cfg.max_text);
+        snprintf(msg, sizeof msg, "Message texts are at most %zu bytes.", max_text);
         chat__error(s, ref, "too_large", msg);
         return -1;
     }

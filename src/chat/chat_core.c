@@ -893,8 +893,8 @@ void chat__ack_now(chat_msg_t *m)
  * the connection's output drains (chat_session_drained). */
 static int chat__over_budget(chat_session_t *s)
 {
-    return s->sink->unsent && s->sink->notify_drain && chat__g.cfg.catchup_budget &&
-           s->sink->unsent(s) > chat__g.cfg.catchup_budget;
+    uint64_t budget = __atomic_load_n(&chat__g.cfg.catchup_budget, __ATOMIC_RELAXED);
+    return s->sink->unsent && s->sink->notify_drain && budget && s->sink->unsent(s) > budget;
 }
 
 static void chat__pause(chat_sub_t *sub, json_t *ref, int announce)
@@ -1471,6 +1471,13 @@ static void chat__free_user(const char *k, size_t kl, void *v, void *arg)
     free(u->pw_hash);
     uv_mutex_destroy(&u->lock);
     free(u);
+}
+
+void chat_set_limits(size_t max_text, int max_rooms_per_conn, uint64_t catchup_budget)
+{
+    __atomic_store_n(&chat__g.cfg.max_text, max_text, __ATOMIC_RELAXED);
+    __atomic_store_n(&chat__g.cfg.max_rooms_per_conn, max_rooms_per_conn, __ATOMIC_RELAXED);
+    __atomic_store_n(&chat__g.cfg.catchup_budget, catchup_budget, __ATOMIC_RELAXED);
 }
 
 void chat_shutdown(void)

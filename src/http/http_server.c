@@ -62,6 +62,15 @@ void http_route_add(const char *method, const char *path, http_handler_fn fn)
     http_route_add_limit(method, path, fn, 0);
 }
 
+void http_route_set_limit(const char *method, const char *path, uint64_t max_body)
+{
+    for (int i = 0; i < http__nroutes; i++) {
+        http_route_t *rt = &http__routes[i];
+        if (!strcmp(rt->path, path) && (rt->method == method || (rt->method && method && !strcmp(rt->method, method))))
+            __atomic_store_n(&rt->max_body, max_body, __ATOMIC_RELAXED);
+    }
+}
+
 void http_route_add_limit(const char *method, const char *path, http_handler_fn fn, uint64_t max_body)
 {
     if (http__nroutes == HTTP_MAX_ROUTES) abort();
@@ -82,9 +91,12 @@ static uint64_t http__body_limit(slice_t path)
         const http_route_t *rt = &http__routes[i];
         if (rt->prefix ? (path.len >= rt->len && memcmp(path.p, rt->path, rt->len) == 0)
                        : (path.len == rt->len && memcmp(path.p, rt->path, rt->len) == 0))
-            return rt->max_body ? rt->max_body : (uint64_t)sori_config.http_max_body;
+        {
+            uint64_t max = __atomic_load_n(&rt->max_body, __ATOMIC_RELAXED);
+            return max ? max : (uint64_t)CONFIG_GET(http_max_body);
+        }
     }
-    return (uint64_t)sori_config.http_max_body;
+    return (uint64_t)CONFIG_GET(http_max_body);
 }
 
 /* ---- responses ---- */
@@ -231,7 +243,7 @@ http_pending_t *http_defer(http_req_t *r)
     r->answered = 1; /* by the pending request, later */
     r->c->hdata = p;
     conn_pause_read(r->c);
-    conn_set_deadline(r->c, (uint32_t)(sori_config.http_idle_timeout_ms + 999) / 1000 + 1);
+    conn_set_deadline(r->c, (uint32_t)(CONFIG_GET(http_idle_timeout_ms) + 999) / 1000 + 1);
     return p;
 }
 
@@ -246,7 +258,7 @@ void http_pending_respond(http_pending_t *p, int status, const char *content_typ
         http_req_t r = {.c = c, .keep_alive = p->keep_alive, .head_only = p->head_only};
         http_respond(&r, status, content_type, extra_headers, body, len);
         if (!(c->flags & CONN_CLOSING)) {
-            conn_set_deadline(c, (uint32_t)(sori_config.http_idle_timeout_ms + 999) / 1000 + 1);
+            conn_set_deadline(c, (uint32_t)(CONFIG_GET(http_idle_timeout_ms) + 999) / 1000 + 1);
             conn_resume_read(c);
         }
     }
@@ -314,20 +326,20 @@ static void http__set_flags(conn_t *c, uintptr_t f) { c->hdata = (void *)f; }
 
 static size_t http__on_data(conn_t *c, char *data, size_t len)
 {
-    const sori_config_t *cfg = &sori_config;
     if (!(http__flags(c) & HTTP__IN_REQUEST)) {
         /* A new request starts: it has handshake-timeout to arrive. */
         http__set_flags(c, HTTP__IN_REQUEST);
-        conn_set_deadline(c, (uint32_t)(cfg->handshake_timeout_ms + 999) / 1000 + 1);
+        conn_set_deadline(c, (uint32_t)(CONFIG_GET(handshake_timeout_ms) + 999) / 1000 + 1);
     }
+    size_t max_header = (size_t)CONFIG_GET(http_max_header);
     http_request_t req;
     int n = http_request_parse(data, len, &req);
     if (n == SORI_EAGAIN) {
-        if (len > (size_t)cfg->http_max_header)
+        if (len > max_header)
             http__fail(c, 431, "too_large", "The request head is larger than the server accepts.");
-        return len > (size_t)cfg->http_max_header ? len : 0;
+        return len > max_header ? len : 0;
     }
-    if (n == SORI_E2BIG || (n > 0 && (size_t)n > (size_t)cfg->http_max_header)) {
+    if (n == SORI_E2BIG || (n > 0 && (size_t)n > max_header)) {
         http__fail(c, 431, "too_large", "The request has too many or too large headers.");
         return len;
     }
@@ -395,7 +407,7 @@ static size_t http__on_data(conn_t *c, char *data, size_t len)
     http__route(&r);
     if (r.deferred) return (size_t)n + (size_t)body_len;
     if (c->h == &http__handler && !(c->flags & CONN_CLOSING))
-        conn_set_deadline(c, (uint32_t)(cfg->http_idle_timeout_ms + 999) / 1000 + 1);
+        conn_set_deadline(c, (uint32_t)(CONFIG_GET(http_idle_timeout_ms) + 999) / 1000 + 1);
     return (size_t)n + (size_t)body_len;
 }
 
@@ -431,10 +443,10 @@ static void http__on_shutdown(conn_t *c)
         p->keep_alive = 0; /* answered when it comes, then closed */
         return;
     }
-    if (http__flags(c) & HTTP__IN_REQUEST)
-        http__fail(c, 503, "unavailable", "The server is shutting down.");
-    else
-        conn_close(c, CONN_CLOSE_AFTER_FLUSH);
+    /* A request whose head or body is arriving is in flight: it finishes
+     * (draining answers say Connection: close; /healthz says 503), bounded
+     * by its handshake timeout and the drain timeout. Idle ones close. */
+    if (!(http__flags(c) & HTTP__IN_REQUEST)) conn_close(c, CONN_CLOSE_AFTER_FLUSH);
 }
 
 static const conn_handler_t http__handler = {
@@ -448,5 +460,5 @@ void http_accept(conn_t *c)
 {
     c->h = &http__handler;
     c->hdata = NULL;
-    conn_set_deadline(c, (uint32_t)(sori_config.handshake_timeout_ms + 999) / 1000 + 1);
+    conn_set_deadline(c, (uint32_t)(CONFIG_GET(handshake_timeout_ms) + 999) / 1000 + 1);
 }

@@ -36,6 +36,9 @@ void http_route_add(const char *method, const char *path, http_handler_fn fn);
 /* As http_route_add with its own request body limit (uploads); the first
  * route matching the path decides the limit. */
 void http_route_add_limit(const char *method, const char *path, http_handler_fn fn, uint64_t max_body);
+/* SIGHUP reload (main thread): a new body limit for the route added with
+ * this method and path (atomic; workers read it for the next request). */
+void http_route_set_limit(const char *method, const char *path, uint64_t max_body);
 
 /*
  * Answers r: status line, Date, Server, Content-Length, Connection, the

@@ -202,6 +202,10 @@ typedef struct {
 /* Binds one SO_REUSEPORT listener per worker and starts the threads.
  * 0, or an error with a sentence in err. */
 int net_start(const net_config_t *cfg, char *err, size_t errlen);
+/* SIGHUP reload (main thread): new limits for every worker; each is stored
+ * atomically and read atomically (the next accept, the next queued write).
+ * A connection already over a lowered out_limit is cut at its next write. */
+void net_set_limits(uint64_t max_connections, uint64_t out_limit);
 /* Asks every worker to drain: stop accepting, call on_shutdown on every
  * connection, and exit once they are closed or drain_ms passed. Thread-safe. */
 void net_drain(unsigned drain_ms);

@@ -261,7 +261,7 @@ int conn_write(conn_t *c, sbuf_t *b, uint32_t off, uint32_t len, int force)
     if (c->flags & CONN_FREED) return SORI_ECLOSED;
     if (!force) {
         if (c->flags & CONN_CLOSING) return SORI_ECLOSED;
-        if (c->out_bytes + len > net__cfg.out_limit) return SORI_E2BIG;
+        if (c->out_bytes + len > __atomic_load_n(&net__cfg.out_limit, __ATOMIC_RELAXED)) return SORI_E2BIG;
     }
     if (c->flags & CONN__CLOSE_NOW) return SORI_ECLOSED;
     if (len == 0) return 0;

@@ -167,7 +167,7 @@ static void worker__accept_cb(uv_poll_t *p, int status, int events)
             }
             return;
         }
-        if (w->draining || net_connections() >= net__cfg.max_connections) {
+        if (w->draining || net_connections() >= __atomic_load_n(&net__cfg.max_connections, __ATOMIC_RELAXED)) {
             worker__reject(fd);
             continue;
         }
@@ -242,10 +242,23 @@ static void worker__drain_task(net_worker_t *w, void *arg)
     w->draining = 1;
     w->drain_deadline_ms = uv_now(&w->loop) + ms;
     uv_poll_stop(&w->listener);
+    /* Stop listening now, not at exit: a connect during the drain is
+     * refused (and the ones waiting in the backlog are reset) instead of
+     * hanging unaccepted; a balancer moves on at once. Linux turns a
+     * shut-down listening socket back to CLOSED; the descriptor itself is
+     * closed when the worker ends, as before. */
+    if (shutdown(w->listen_fd, SHUT_RDWR) != 0)
+        LOG_WARN("net", "worker %d: cannot stop listening: %s", w->index, strerror(errno));
     uv_timer_stop(&w->accept_backoff);
     worker__for_each_conn(w, worker__shutdown_conn);
     /* Check often while draining, not once a second. */
     uv_timer_start(&w->sweep_timer, worker__sweep_cb, 50, 50);
+}
+
+void net_set_limits(uint64_t max_connections, uint64_t out_limit)
+{
+    __atomic_store_n(&net__cfg.max_connections, max_connections, __ATOMIC_RELAXED);
+    __atomic_store_n(&net__cfg.out_limit, out_limit, __ATOMIC_RELAXED);
 }
 
 void net_drain(unsigned drain_ms)

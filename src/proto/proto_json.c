@@ -264,7 +264,7 @@ static void json__command(json_session_t *js, json_t *cmd)
             json__error(ws, ref, "bad_request", "\"room\" must be a room id.");
             return;
         }
-        if (json__int(ws, ref, cmd, "limit", 1, sori_config.search_max, &limit) < 0) return;
+        if (json__int(ws, ref, cmd, "limit", 1, CONFIG_GET(search_max), &limit) < 0) return;
         chat_search(cs, ref, q, json_string_value(r), (int)limit);
     } else if (!strcmp(type, "typing")) {
         if ((room = json__str(ws, ref, cmd, "room"))) chat_typing(cs, room);

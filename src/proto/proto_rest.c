@@ -226,7 +226,7 @@ static void rest__acct_free(rest_acct_t *a)
 
 static void rest__token_answer(http_pending_t *p, const char *name, int status)
 {
-    int64_t now = clock_now_ms() / 1000, exp = now + sori_config.token_ttl;
+    int64_t now = clock_now_ms() / 1000, exp = now + CONFIG_GET(token_ttl);
     char token[512];
     if (auth_token_mint(sori_config.secret, name, now, exp, token, sizeof token) < 0) {
         http_pending_error(p, 500, "internal", "Could not mint a token.");
@@ -291,8 +291,8 @@ static void rest__account(http_req_t *r, int signup)
     int retry;
     int64_t now = clock_now_ms();
     rest__peer_key(r, signup ? "s:" : "l:", key, sizeof key);
-    if (ratelimit_hit(signup ? &rest__signup_ip : &rest__login_ip, key, signup ? sori_config.signup_rate_ip
-                                                                               : sori_config.login_rate_ip,
+    if (ratelimit_hit(signup ? &rest__signup_ip : &rest__login_ip, key, signup ? CONFIG_GET(signup_rate_ip)
+                                                                               : CONFIG_GET(login_rate_ip),
                       now, &retry)) {
         rest__too_many(r, retry);
         return;
@@ -307,18 +307,18 @@ static void rest__account(http_req_t *r, int signup)
         http_respond_error(r, 400, "bad_request", "name is 1-32 of A-Z a-z 0-9 _ . -");
         return;
     }
-    if (!json_is_string(jp) || (signup && (pwlen < (size_t)sori_config.password_min)) ||
-        pwlen > (size_t)sori_config.password_max || pwlen == 0) {
+    if (!json_is_string(jp) || (signup && (pwlen < (size_t)CONFIG_GET(password_min))) ||
+        pwlen > (size_t)CONFIG_GET(password_max) || pwlen == 0) {
         char msg[128];
-        snprintf(msg, sizeof msg, "password is a string of %d-%d bytes.", sori_config.password_min,
-                 sori_config.password_max);
+        snprintf(msg, sizeof msg, "password is a string of %d-%d bytes.", CONFIG_GET(password_min),
+                 CONFIG_GET(password_max));
         json_decref(o);
         http_respond_error(r, 400, "bad_request", msg);
         return;
     }
     if (!signup) {
         snprintf(key, sizeof key, "n:%s", name);
-        if (ratelimit_hit(&rest__login_name, key, sori_config.login_rate_name, now, &retry)) {
+        if (ratelimit_hit(&rest__login_name, key, CONFIG_GET(login_rate_name), now, &retry)) {
             json_decref(o);
             rest__too_many(r, retry);
             return;
@@ -391,7 +391,7 @@ static void rest__search(http_req_t *r)
     }
     int has_room = http_query_get(r->req->query, "room", room, sizeof room) > 0;
     int64_t limit = 20;
-    if (rest__query_int(r, "limit", 1, sori_config.search_max, &limit) < 0) return;
+    if (rest__query_int(r, "limit", 1, CONFIG_GET(search_max), &limit) < 0) return;
     rest_call_t *c = rest__call_begin(r, user, 200, NULL);
     if (!c) return;
     chat_search(c->s, NULL, q, has_room ? room : NULL, (int)limit);
@@ -849,7 +849,7 @@ void proto_rest_routes(void)
     http_route_add("GET", "/api/search", rest__search);
     http_route_add("GET", "/api/discover", rest__discover);
     http_route_add("GET", "/metrics", rest__metrics);
-    http_route_add_limit("POST", "/api/uploads", rest__upload, (uint64_t)sori_config.upload_max);
+    http_route_add_limit("POST", "/api/uploads", rest__upload, (uint64_t)CONFIG_GET(upload_max));
     http_route_add("GET", "/uploads/*", rest__file);
     http_route_add(NULL, "/api/rooms", rest__rooms);
     http_route_add(NULL, "/api/rooms/*", rest__rooms);

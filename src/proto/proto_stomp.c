@@ -99,10 +99,10 @@ static int stomp__body(buf_t *b, const char *type, const char *body, size_t len)
     return rc;
 }
 
-/* An ERROR frame, then the closing handshake; the session takes no more
- * frames and the sink no more events. */
-static void stomp__fatal(stomp_session_t *ss, const char *code, const char *message, const char *receipt,
-                         unsigned close_code)
+/* An ERROR frame, then the closing handshake (close_code, reason); the
+ * session takes no more frames and the sink no more events. */
+static void stomp__fatal_reason(stomp_session_t *ss, const char *code, const char *message, const char *receipt,
+                                unsigned close_code, const char *reason)
 {
     if (ss->done) return;
     ss->done = 1;
@@ -114,7 +114,14 @@ static void stomp__fatal(stomp_session_t *ss, const char *code, const char *mess
     if (!rc) stomp__send(ss, &b);
     buf_free(&b);
     LOG_DEBUG("stomp", "conn %llx: ERROR %s: %s", (unsigned long long)ss->ws->c->id, code, message);
-    ws_close(ss->ws, close_code, code);
+    ws_close(ss->ws, close_code, reason);
+}
+
+/* As stomp__fatal_reason, with the code as the close reason. */
+static void stomp__fatal(stomp_session_t *ss, const char *code, const char *message, const char *receipt,
+                         unsigned close_code)
+{
+    stomp__fatal_reason(ss, code, message, receipt, close_code, code);
 }
 
 static void stomp__receipt(stomp_session_t *ss, const char *receipt, const char *extra)
@@ -485,7 +492,7 @@ static void stomp__subscribe(stomp_session_t *ss, stomp_frame_t *f)
         stomp__fatal(ss, "conflict", "A subscription with this id exists on this connection.", rcpt, 1008);
         return;
     }
-    if (ss->nsubs >= (uint32_t)sori_config.max_rooms_per_conn + STOMP_SUB_EXTRA) {
+    if (ss->nsubs >= (uint32_t)CONFIG_GET(max_rooms_per_conn) + STOMP_SUB_EXTRA) {
         stomp__fatal(ss, "too_large", "Too many subscriptions on this connection.", rcpt, 1008);
         return;
     }
@@ -790,10 +797,23 @@ static void stomp__on_drain(ws_conn_t *ws)
     if (ss->chat) chat_session_drained(ss->chat);
 }
 
+/* SIGTERM drain: an ERROR frame (code server_restarting) that says to
+ * reconnect, then close 1012, like the JSON protocol's bare close. */
+static void stomp__on_shutdown(ws_conn_t *ws)
+{
+    stomp_session_t *ss = ws->app_data;
+    if (ss->done) {
+        ws_close(ws, WS_CLOSE_RESTART, WS_RESTART_REASON);
+        return;
+    }
+    stomp__fatal_reason(ss, "server_restarting", WS_RESTART_REASON, NULL, WS_CLOSE_RESTART, WS_RESTART_REASON);
+}
+
 static const ws_app_t stomp__app = {
     .name = "stomp",
     .on_message = stomp__on_message,
     .on_close = stomp__on_close,
+    .on_shutdown = stomp__on_shutdown,
     .on_drain = stomp__on_drain,
 };
 

@@ -21,15 +21,16 @@ static const char *const proto__subprotocols[] = {"sori.v1", "v12.stomp", "v11.s
 
 void proto_bucket_init(proto_bucket_t *b)
 {
-    b->tokens = sori_config.burst;
+    b->tokens = CONFIG_GET(burst);
     b->ms = clock_now_ms();
 }
 
 int proto_bucket_take(proto_bucket_t *b)
 {
     int64_t now = clock_now_ms();
-    b->tokens += (double)(now - b->ms) * sori_config.rate / 1000.0;
-    if (b->tokens > sori_config.burst) b->tokens = sori_config.burst;
+    int burst = CONFIG_GET(burst); /* SIGHUP may change rate and burst */
+    b->tokens += (double)(now - b->ms) * CONFIG_GET(rate) / 1000.0;
+    if (b->tokens > burst) b->tokens = burst;
     b->ms = now;
     if (b->tokens < 1) return 0;
     b->tokens -= 1;

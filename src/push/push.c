@@ -630,9 +630,10 @@ void push_enqueue(const char *kind, const char *user, const char *room, const ch
     memcpy(it->user, user, ul + 1);
     memcpy(it->room, room, rl + 1);
     /* cfg is written by push_start before push__on is set and not changed
-     * until push_stop cleared it. */
+     * until push_stop cleared it, except the four fields push_set_limits
+     * changes on SIGHUP: those are read with atomic loads. */
     if (push__body(&it->body, kind, user, room, from ? from : "", msg_id, seq, ts, text, text_len,
-                   push__g.cfg.preview)) {
+                   __atomic_load_n(&push__g.cfg.preview, __ATOMIC_RELAXED))) {
         push__item_free(it);
         PUSH__ADD(dropped, 1);
         return;
@@ -651,14 +652,14 @@ void push_enqueue(const char *kind, const char *user, const char *room, const ch
     if (!r) {
         why = USERS;
         report = push__lograte(&push__g.log_users, now);
-    } else if (r->count >= push__g.cfg.rate_per_min) {
+    } else if (r->count >= __atomic_load_n(&push__g.cfg.rate_per_min, __ATOMIC_RELAXED)) {
         why = RATE;
         report = push__lograte(&push__g.log_rate, now);
     } else if (atomic_load_explicit(&push__n.queued, memory_order_relaxed) >= (uint64_t)push__g.cfg.queue_max) {
         why = FULL;
         report = push__lograte(&push__g.log_full, now);
     } else {
-        it->due = now + push__g.cfg.delay_ms;
+        it->due = now + __atomic_load_n(&push__g.cfg.delay_ms, __ATOMIC_RELAXED);
         if (push__heap_add(it)) {
             why = FULL;
             report = push__lograte(&push__g.log_full, now);
@@ -678,7 +679,7 @@ void push_enqueue(const char *kind, const char *user, const char *room, const ch
         else if (why == RATE)
             LOG_INFO("push", "%s is over %d notifications a minute: dropped %llu notification(s) "
                      "since the last report",
-                     user, push__g.cfg.rate_per_min, (unsigned long long)report);
+                     user, __atomic_load_n(&push__g.cfg.rate_per_min, __ATOMIC_RELAXED), (unsigned long long)report);
         else
             LOG_WARN("push", "more than %zu users notified within a minute: dropped %llu notification(s) "
                      "since the last report",
@@ -741,7 +742,7 @@ static void *push__main(void *arg)
             push__item_free(it);
             continue;
         }
-        if (retry && it->tries < push__g.cfg.attempts) {
+        if (retry && it->tries < __atomic_load_n(&push__g.cfg.attempts, __ATOMIC_RELAXED)) {
             it->due = now + push__backoff(it->tries);
             if (!push__heap_add(it)) continue;
             snprintf(err, sizeof err, "out of memory");
@@ -763,6 +764,14 @@ static void *push__main(void *arg)
 }
 
 /* ---- life cycle ---- */
+
+void push_set_limits(int preview, int rate_per_min, int attempts, int delay_ms)
+{
+    __atomic_store_n(&push__g.cfg.preview, preview, __ATOMIC_RELAXED);
+    __atomic_store_n(&push__g.cfg.rate_per_min, rate_per_min < 1 ? 1 : rate_per_min, __ATOMIC_RELAXED);
+    __atomic_store_n(&push__g.cfg.attempts, attempts < 1 ? 1 : attempts, __ATOMIC_RELAXED);
+    __atomic_store_n(&push__g.cfg.delay_ms, delay_ms < 0 ? 0 : delay_ms, __ATOMIC_RELAXED);
+}
 
 int push_start(const push_config_t *cfg, char *err, size_t errlen)
 {

@@ -45,6 +45,11 @@ int push_enabled(void);
 void push_enqueue(const char *kind, const char *user, const char *room, const char *from,
                   uint64_t msg_id, int64_t seq, int64_t ts, const char *text, size_t text_len);
 
+/* SIGHUP reload (main thread): new values for those four fields of the
+ * config push_start was given (atomic; the next notification uses them).
+ * The queue size and the webhook need a restart. Never calls back. */
+void push_set_limits(int preview, int rate_per_min, int attempts, int delay_ms);
+
 typedef struct {
     uint64_t sent;     /* a 2xx answer */
     uint64_t failed;   /* gave up after the last attempt, or a 4xx answer */

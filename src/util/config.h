@@ -5,7 +5,9 @@
  * a type, bounds, a default and a help line. The same table parses flags and
  * config files and prints `sori --help` and the docs' option table, so the
  * three never disagree. Flags override the config file, which overrides the
- * defaults. The config is read once at startup and then only read.
+ * defaults. The config is read at startup; on SIGHUP config_reload() reads it
+ * again and changes the options marked reloadable (see the rule at the top of
+ * config.c): read those with CONFIG_GET(field) from any thread.
  */
 #ifndef SORI_UTIL_CONFIG_H
 #define SORI_UTIL_CONFIG_H
@@ -68,9 +70,19 @@ typedef struct {
     int push_delay_ms;        /* wait before sending (a read in the meantime cancels it) */
     int search_max;           /* largest `limit` of a search */
     int stomp_heartbeat_ms;   /* STOMP heart-beat the server offers and asks for */
+    /* operations (issue 9) */
+    char *log_file;           /* "" (stderr) or a file reopened on SIGUSR1 */
+    char *pid_file;           /* "" or a file that holds the pid while serving */
 } sori_config_t;
 
 extern sori_config_t sori_config;
+
+/* Reads a reloadable field of sori_config: an atomic load (acquire, so a
+ * string's bytes are seen with its pointer; a plain load on x86), safe from
+ * any thread while the main thread reloads: never torn, no ordering between
+ * two fields. A string stays valid until exit. Fields that are not reloadable
+ * may be read plainly. */
+#define CONFIG_GET(field) __atomic_load_n(&sori_config.field, __ATOMIC_ACQUIRE)
 
 /* Fills c with the defaults (c must be zeroed or freed with config_free). */
 void config_defaults(sori_config_t *c);
@@ -89,6 +101,44 @@ int config_load_file(sori_config_t *c, const char *path, char *err, size_t errle
 
 /* Sets one option by name from a string, with its type and bounds checked. */
 int config_set(sori_config_t *c, const char *name, const char *value, char *err, size_t errlen);
+
+/*
+ * Remembers argv (borrowed: must live for the process, as main's argv does)
+ * and the options as parsed at startup, before the program derives anything
+ * from them. Call once on the main thread, right after config_parse_args.
+ */
+void config_reload_init(int argc, char **argv);
+
+/* Checks a whole parsed config before it is used (cross-option rules, values
+ * other modules must accept): 0, or SORI_EINVAL with a sentence in err. */
+typedef int (*config_validate_fn)(const sori_config_t *c, char *err, size_t errlen);
+
+/*
+ * SIGHUP, on the main thread: parses defaults, the --config file and the
+ * remembered flags again (flags still win), validates the whole result with
+ * validate (may be NULL), and only then stores the changed reloadable options
+ * into sori_config (atomic stores; old strings are kept until exit). A changed
+ * option that is not reloadable is logged and keeps its running value. Logs
+ * one line listing what changed (whatever the log level; the values of
+ * secret, db, redis and push-webhook are never logged), then calls every
+ * config_on_reload hook (in registration order, on this thread), also when
+ * no option changed. Returns 0, or
+ * SORI_EINVAL with a sentence in err (the running config is untouched).
+ */
+int config_reload(config_validate_fn validate, char *err, size_t errlen);
+
+/* Registers fn (up to 16; SORI_ELIMIT beyond) to be called on the main loop
+ * thread after each successful reload, also one that changed no option (a
+ * file an option names, such as a TLS certificate, may have changed under
+ * the same name); fn reads the new values with CONFIG_GET (or plainly: it
+ * runs on the writing thread) and must not block for long (the main loop
+ * also runs the drain). arg is borrowed. Register at startup, before the
+ * first SIGHUP can arrive; the hooks run in registration order. */
+typedef void (*config_reload_fn)(void *arg);
+int config_on_reload(config_reload_fn fn, void *arg);
+
+/* 1 if the option called name is reloadable, 0 if not, -1 if unknown. */
+int config_reloadable(const char *name);
 
 /* Prints the option table: as `--help` text (markdown = 0) or as a markdown
  * table for docs/OPERATIONS.md (markdown = 1). */

@@ -27,13 +27,21 @@ typedef struct ws_app {
     void (*on_message)(ws_conn_t *ws, int opcode, char *data, size_t len);
     /* The connection is gone; free app_data. No sending from here. */
     void (*on_close)(ws_conn_t *ws);
-    /* Optional: the server is draining; default closes with 1001. */
+    /* Optional: the server is draining (SIGTERM); the default closes with
+     * WS_CLOSE_RESTART and WS_RESTART_REASON. An app that says goodbye
+     * first must close the same way. */
     void (*on_shutdown)(ws_conn_t *ws);
     /* Optional: everything queued was written, after ws_notify_drain. */
     void (*on_drain)(ws_conn_t *ws);
 } ws_app_t;
 
 enum { WS_OPEN = 0, WS_CLOSE_SENT = 1, WS_CLOSED = 2 };
+
+/* The drain's close: 1012 Service Restart (IANA WebSocket close code
+ * registry, RFC 6455 §7.4.2): the client should reconnect, to this node once
+ * it is back or to another one. PROTOCOL.md §2 tells clients what to do. */
+#define WS_CLOSE_RESTART 1012
+#define WS_RESTART_REASON "server restarting, reconnect"
 
 struct ws_conn {
     conn_t *c;

@@ -486,7 +486,7 @@ static void ws__on_shutdown(conn_t *c)
     if (ws->app->on_shutdown)
         ws->app->on_shutdown(ws);
     else
-        ws_close(ws, 1001, "server shutting down");
+        ws_close(ws, WS_CLOSE_RESTART, WS_RESTART_REASON);
 }
 
 static void ws__on_eof(conn_t *c) { conn_close(c, CONN_CLOSE_NOW); }

@@ -117,9 +117,10 @@ class Server:
         if "--tls-cert" in args:
             self.tls_cafile = args[list(args).index("--tls-cert") + 1]
             self.tls_ctx = ssl.create_default_context(cafile=self.tls_cafile)
+        self.port_flag = True  # False: the port comes from a --config file
 
     def start(self):
-        cmd = [SORI_BIN, "serve", "--host", "127.0.0.1", "--port", "0",
+        cmd = [SORI_BIN, "serve", "--host", "127.0.0.1"] + (["--port", "0"] if self.port_flag else []) + [
                "--data-dir", self.data_dir, "--workers", "2"]
         if self.allow_guests:
             cmd.append("--allow-guests")

@@ -139,7 +139,7 @@ def test_server_going_away_is_counted(make_server):
            "--rate", "100", "--duration", "30", "--warmup", "0", "--drain", "1"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(1.5 * SLOW)
-    s.stop()  # drains: closes every WebSocket with 1001
+    s.stop()  # drains: closes every WebSocket with 1012
     out, err = p.communicate(timeout=40 * SLOW)
     err = err.decode(errors="replace")
     for marker in SANITIZER_MARKERS:
@@ -147,7 +147,7 @@ def test_server_going_away_is_counted(make_server):
     assert p.returncode == 0, err
     r = json.loads(out.decode().strip().splitlines()[-1])
     assert r["server_closes"] == 6, r
-    assert "1001" in r["first_error"], r
+    assert "1012" in r["first_error"], r
 
 
 def test_no_server(tmp_path):

@@ -282,11 +282,11 @@ def test_bad_files_refuse_to_start(tmp_path, certs):
 def test_bench_over_wss(make_server, certs):
     """sori bench speaks wss:// (its TLS client, src/bench/bench_loop.c):
     every acked message reaches every subscriber once, in order, through
-    the server's TLS writes, with messages larger than one record."""
+    the server's TLS writes, with messages (16 KB texts) larger than one record."""
     from test_bench import assert_exact_delivery, bench
     s = tls_server(make_server, certs, "--rate", "1000000", "--burst", "1000000")
     assert s.ws_url.startswith("wss://")
-    r, _ = bench(s, "--rooms", 2, "--subs", 10, "--window", 4, "--size", 20000,
+    r, _ = bench(s, "--rooms", 2, "--subs", 10, "--window", 4, "--size", 16000,
                  "--duration", 1, "--warmup", 0.3)
     assert_exact_delivery(r, recipients=11)
     assert r["targets"][0]["url"].startswith("wss://127.0.0.1:")

@@ -1132,12 +1132,12 @@ def test_slow_consumer_receives_1008(make_server):
 
 
 # ======================================================================
-# Shutdown (PROTOCOL.md §2; RFC 6455 §7.4.1 1001 going away)
+# Shutdown (PROTOCOL.md §2; 1012 Service Restart, IANA close code registry)
 # ======================================================================
 
-def test_shutdown_closes_websockets_with_1001(make_server):
-    """RFC 6455 §7.4.1: on SIGTERM the server goes away: connected clients
-    get a 1001 close, and the process exits 0 within 10 s."""
+def test_shutdown_closes_websockets_with_1012(make_server):
+    """On SIGTERM the server drains: connected clients get a 1012 (Service
+    Restart) close saying to reconnect, and the process exits 0 within 10 s."""
     srv = make_server()
 
     async def go():
@@ -1149,15 +1149,16 @@ def test_shutdown_closes_websockets_with_1001(make_server):
             with pytest.raises(websockets.ConnectionClosed) as ei:
                 await asyncio.wait_for(ws.recv(), 8 * SLOW)
             code = await stopping
-            return ei.value.rcvd.code if ei.value.rcvd else None, code
-    close_code, exit_code = run(go(), timeout=20 * SLOW)
-    assert close_code == 1001
+            rcvd = ei.value.rcvd
+            return (rcvd.code, rcvd.reason) if rcvd else (None, None), code
+    (close_code, reason), exit_code = run(go(), timeout=20 * SLOW)
+    assert close_code == 1012 and reason == "server restarting, reconnect"
     assert exit_code == 0
 
 
 def test_shutdown_raw_client(make_server):
     """RFC 6455 §7.1.2-7.1.3: the server starts the closing handshake with
-    1001, the client answers, the server closes TCP; exit status 0."""
+    1012, the client answers, the server closes TCP; exit status 0."""
     srv = make_server("--ws-echo")
     ws = echo_ws(srv)
     result = {}
@@ -1165,8 +1166,8 @@ def test_shutdown_raw_client(make_server):
     try:
         t.start()
         code, reason = ws.expect_close(8 * SLOW)
-        assert code == 1001
-        ws.send_close(1001)
+        assert code == 1012
+        ws.send_close(1012)
         assert ws.wait_tcp_close(8 * SLOW)
     finally:
         ws.close()

@@ -1142,7 +1142,7 @@ static void test_reply_timeout(void **state)
 
 int main(void)
 {
-    log_level_current = getenv("SORI_TEST_LOG") ? LOG_LEVEL_DEBUG : -1;
+    log_level_set(getenv("SORI_TEST_LOG") ? LOG_LEVEL_DEBUG : -1);
     main_thread = pthread_self();
     redis_url = getenv("SORI_REDIS_URL");
     if (redis_url && !*redis_url) redis_url = NULL;

@@ -95,6 +95,79 @@ static void test_file_then_flags(void **state)
     unlink(path);
 }
 
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int reload_calls;
+static void on_reload(void *arg)
+{
+    (void)arg;
+    reload_calls++;
+}
+
+static int reject_rate_13(const sori_config_t *c, char *err, size_t errlen)
+{
+    if (c->rate != 13) return 0;
+    snprintf(err, errlen, "no 13");
+    return SORI_EINVAL;
+}
+
+/* SIGHUP: reloadable options change, others keep their value, a bad file or
+ * a failed validation changes nothing (and runs no hook), flags still win,
+ * hooks run once per successful reload. */
+static void test_reload(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/sori-reload-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    write_file(path, "rate = 5\nport = 7000\nlog-level = info\n");
+    static char a0[] = "--config", a2[] = "--burst", a3[] = "9";
+    static char *argv[5];
+    argv[0] = a0;
+    argv[1] = path;
+    argv[2] = a2;
+    argv[3] = a3;
+    config_defaults(&sori_config);
+    char err[256];
+    assert_int_equal(config_parse_args(&sori_config, 4, argv, err, sizeof err), 0);
+    assert_string_equal(sori_config.config_file, path);
+    config_reload_init(4, argv);
+    assert_int_equal(config_on_reload(on_reload, NULL), 0);
+    assert_int_equal(config_reloadable("rate"), 1);
+    assert_int_equal(config_reloadable("port"), 0);
+    assert_int_equal(config_reloadable("nope"), -1);
+
+    write_file(path, "rate = 7\nport = 7001\nlog-level = debug\nburst = 50\n");
+    assert_int_equal(config_reload(reject_rate_13, err, sizeof err), 0);
+    assert_int_equal(CONFIG_GET(rate), 7);
+    assert_string_equal(CONFIG_GET(log_level), "debug");
+    assert_int_equal(sori_config.port, 7000); /* not reloadable */
+    assert_int_equal(CONFIG_GET(burst), 9);   /* the flag still wins */
+    assert_int_equal(reload_calls, 1);
+
+    write_file(path, "rate = 8\nburst = x\n"); /* bad: nothing changes */
+    assert_int_equal(config_reload(NULL, err, sizeof err), SORI_EINVAL);
+    assert_non_null(strstr(err, "burst"));
+    assert_int_equal(CONFIG_GET(rate), 7);
+    write_file(path, "rate = 13\n"); /* valid alone, refused by the validator */
+    assert_int_equal(config_reload(reject_rate_13, err, sizeof err), SORI_EINVAL);
+    assert_int_equal(CONFIG_GET(rate), 7);
+    assert_int_equal(reload_calls, 1);
+
+    write_file(path, "rate = 7\nport = 7001\nlog-level = debug\n"); /* nothing new: hooks run anyway */
+    assert_int_equal(config_reload(NULL, err, sizeof err), 0);
+    assert_int_equal(reload_calls, 2);
+    config_free(&sori_config);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -102,6 +175,7 @@ int main(void)
         cmocka_unit_test(test_flags_forms),
         cmocka_unit_test(test_bad_values_name_the_flag),
         cmocka_unit_test(test_file_then_flags),
+        cmocka_unit_test(test_reload),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

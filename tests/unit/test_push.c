@@ -270,7 +270,7 @@ static int log_base = -1;
  * push thread reads the level). */
 static void log_verbose(void)
 {
-    log_level_current = LOG_LEVEL_DEBUG;
+    log_level_set(LOG_LEVEL_DEBUG);
 }
 
 static int setup(void **state)
@@ -290,7 +290,7 @@ static int teardown(void **state)
     (void)state;
     push_stop();
     rx_stop();
-    log_level_current = log_base;
+    log_level_set(log_base);
     return 0;
 }
 
@@ -789,7 +789,8 @@ static void test_status_line(void **state)
 
 int main(void)
 {
-    log_base = log_level_current = getenv("SORI_TEST_LOG") ? LOG_LEVEL_DEBUG : -1;
+    log_base = getenv("SORI_TEST_LOG") ? LOG_LEVEL_DEBUG : -1;
+    log_level_set(log_base);
     const struct CMUnitTest tests[] = {
         T_(test_delivery_exact_body),
         T_(test_preview_off),

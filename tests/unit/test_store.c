@@ -2187,7 +2187,7 @@ int main(void)
         return 1;
     }
     main_thread = pthread_self();
-    log_level_current = getenv("SORI_TEST_LOG") ? LOG_LEVEL_DEBUG : -1;
+    log_level_set(getenv("SORI_TEST_LOG") ? LOG_LEVEL_DEBUG : -1);
     const struct CMUnitTest tests[] = {
         T_(test_type_find),
         T_(test_migrations_idempotent),

@@ -1,6 +1,7 @@
 // conn.js: one WebSocket to sori's JSON protocol (PROTOCOL.md §2-§5) that
 // stays up: it reconnects with exponential backoff (0.5 s doubling to 15 s,
-// with jitter), tells the page its state (connecting, online, reconnecting,
+// with jitter; after a 1012 close, a node restarting or draining, at once
+// within a random 0.1-1 s whatever the earlier failures), tells the page its state (connecting, online, reconnecting,
 // unauthorized), matches replies to commands by `ref`, and detects a dead
 // link with a `ping` every 20 s (no answer in 10 s: reconnect). What to
 // resend after a reconnect (joins with `since`, unacked sends) is the page's
@@ -65,17 +66,22 @@ export class Conn extends EventTarget {
       // A refused handshake (bad or expired token) closes before opening:
       // let the page check the token; it calls retry() or signs out.
       if (!opened) this.dispatchEvent(new CustomEvent('refused'));
-      this.retry();
+      // 1012 Service Restart (PROTOCOL.md §2): the node is draining; another
+      // node, or this one restarted, takes us. Reconnect soon, spread over a
+      // second so a node's clients do not all arrive at the same instant.
+      if (e.code === 1012) this.attempt = 0;
+      this.retry(e.code === 1012 ? 100 + Math.random() * 900 : undefined);
     };
   }
 
-  retry() {
+  // delay: ms before the next try (default: the backoff).
+  retry(delay) {
     if (this.stopped) return;
     this.setState(this.hello ? 'reconnecting' : 'connecting');
     const base = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** this.attempt);
     this.attempt++;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.open(), base / 2 + Math.random() * base / 2);
+    this.timer = setTimeout(() => this.open(), delay ?? base / 2 + Math.random() * base / 2);
   }
 
   onFrame(data) {
