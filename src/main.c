@@ -18,6 +18,7 @@
 #include "util/config.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/memwatch.h"
 #include "util/metrics.h"
 #include "ws/ws.h"
 
@@ -172,6 +173,24 @@ static double main_gauge_users(void)
     return (double)u;
 }
 
+static double main_gauge_rss(void) { return (double)memwatch_rss(); }
+static double main_gauge_high_water(void) { return (double)memwatch_high_water(); }
+static double main_gauge_store_queue(void) { return (double)chat_store_queue(); }
+
+/* Samples the resident memory once a second (--memory-high-water). */
+static void main_memwatch_cb(uv_timer_t *t)
+{
+    (void)t;
+    int was = memwatch_over();
+    memwatch_sample();
+    int now = memwatch_over();
+    if (now != was)
+        LOG_WARN("main", "resident memory %llu MiB is %s the high-water mark %llu MiB%s",
+                 (unsigned long long)(memwatch_rss() >> 20), now ? "over" : "back under",
+                 (unsigned long long)(memwatch_high_water() >> 20),
+                 now ? ": refusing new connections, sends and creates" : "");
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     char err[512];
@@ -290,6 +309,9 @@ static int cmd_serve(int argc, char **argv)
     metrics_gauge("sori_connections", "Open connections (HTTP and WebSocket).", main_gauge_connections);
     metrics_gauge("sori_rooms", "Rooms on this node.", main_gauge_rooms);
     metrics_gauge("sori_users", "Users this node knows.", main_gauge_users);
+    metrics_gauge("sori_memory_rss_bytes", "Resident memory, sampled once a second.", main_gauge_rss);
+    metrics_gauge("sori_memory_high_water_bytes", "The --memory-high-water mark in force.", main_gauge_high_water);
+    metrics_gauge("sori_store_queue_ops", "Store writes queued and not yet committed.", main_gauge_store_queue);
     proto_init();
     http_set_health_check(chat_unhealthy);
     http_route_add("GET", "/healthz", http_healthz_handle);
@@ -318,6 +340,11 @@ static int cmd_serve(int argc, char **argv)
     sigint.data = &sigterm;
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_start(&sigint, on_signal, SIGINT);
+    memwatch_init();
+    uv_timer_t memtimer;
+    uv_timer_init(loop, &memtimer);
+    uv_timer_start(&memtimer, main_memwatch_cb, 1000, 1000);
+    uv_unref((uv_handle_t *)&memtimer); /* the loop ends when the signals are closed */
     if (net_start(&ncfg, err, sizeof err)) {
         fprintf(stderr, "sori: %s\n", err);
         return 1;
@@ -342,6 +369,8 @@ static int cmd_serve(int argc, char **argv)
            sori_config.data_dir, workers, workers == 1 ? "" : "s");
     fflush(stdout);
 
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&memtimer, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     net_join();
     chat_cluster_stop();

@@ -8,6 +8,8 @@
  * on_data returns. Pipelined requests are answered in order. Limits: head
  * over http-max-header -> 431, body over http-max-body -> 413, malformed ->
  * 400, Transfer-Encoding on a request -> 411 (send Content-Length), a head
+ * (head and body: the deadline is set when a request starts, from the
+ * connection's start for its first one, and not moved by later bytes)
  * not complete within handshake-timeout -> 408 (deadlines are rounded up
  * and get one more second: the wheel's clock may be up to a second old,
  * and a client is always allowed at least the configured time). Every
@@ -31,7 +33,7 @@
 
 /* conn->hdata: these bits, or (while a request is deferred) a pointer to
  * its http_pending_t, told apart by value (malloc'd pointers are >= 16). */
-enum { HTTP__IN_REQUEST = 1, HTTP__SENT_CONTINUE = 2, HTTP__PENDING_MIN = 16 };
+enum { HTTP__IN_REQUEST = 1, HTTP__SENT_CONTINUE = 2, HTTP__FRESH = 4, HTTP__PENDING_MIN = 16 };
 
 struct http_pending {
     conn_t *c; /* NULL once the connection is gone */
@@ -316,9 +318,13 @@ static size_t http__on_data(conn_t *c, char *data, size_t len)
 {
     const sori_config_t *cfg = &sori_config;
     if (!(http__flags(c) & HTTP__IN_REQUEST)) {
-        /* A new request starts: it has handshake-timeout to arrive. */
+        /* A new request starts: it has handshake-timeout to arrive, head
+         * and body, however slowly the bytes come (slowloris). The first
+         * request of a connection keeps the deadline set at accept: its
+         * time counts from the connection's start. */
+        int fresh = (http__flags(c) & HTTP__FRESH) != 0;
         http__set_flags(c, HTTP__IN_REQUEST);
-        conn_set_deadline(c, (uint32_t)(cfg->handshake_timeout_ms + 999) / 1000 + 1);
+        if (!fresh) conn_set_deadline(c, (uint32_t)(cfg->handshake_timeout_ms + 999) / 1000 + 1);
     }
     http_request_t req;
     int n = http_request_parse(data, len, &req);
@@ -447,6 +453,6 @@ static const conn_handler_t http__handler = {
 void http_accept(conn_t *c)
 {
     c->h = &http__handler;
-    c->hdata = NULL;
+    c->hdata = (void *)(uintptr_t)HTTP__FRESH;
     conn_set_deadline(c, (uint32_t)(sori_config.handshake_timeout_ms + 999) / 1000 + 1);
 }

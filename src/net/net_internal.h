@@ -13,6 +13,7 @@ enum {
     CONN__CLOSE_NOW = 1u << 16,     /* free at the next flush hook */
     CONN__PENDING_INPUT = 1u << 17, /* buffered input to re-offer (after resume) */
     CONN__LINGER_EOF = 1u << 18,
+    CONN__IP_COUNTED = 1u << 19,    /* counted in the per-address table */
 };
 
 typedef struct net_task {
@@ -30,5 +31,7 @@ void net__wheel_link(net_worker_t *w, conn_t *c);
 void net__wheel_unlink(net_worker_t *w, conn_t *c);
 void net__add_flush(conn_t *c);
 void net__conn_count_add(int delta);
+/* Uncounts a CONN__IP_COUNTED connection from the per-address table. */
+void net__ip_release(conn_t *c);
 
 #endif

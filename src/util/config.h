@@ -5,7 +5,10 @@
  * a type, bounds, a default and a help line. The same table parses flags and
  * config files and prints `sori --help` and the docs' option table, so the
  * three never disagree. Flags override the config file, which overrides the
- * defaults. The config is read once at startup and then only read.
+ * defaults. The config is read at startup; the options marked "(reloadable)"
+ * in their help line may be rewritten while serving (a reload), so code
+ * reads them with SORI_CFG(field) (a relaxed atomic load) at the point of
+ * use, and config_set stores every number with a relaxed atomic store.
  */
 #ifndef SORI_UTIL_CONFIG_H
 #define SORI_UTIL_CONFIG_H
@@ -66,7 +69,20 @@ typedef struct {
     int push_delay_ms;        /* wait before sending (a read in the meantime cancels it) */
     int search_max;           /* largest `limit` of a search */
     int stomp_heartbeat_ms;   /* STOMP heart-beat the server offers and asks for */
+    /* limits (issue 9), all reloadable: read with SORI_CFG */
+    int max_conns_per_ip;     /* open connections from one address (IPv6: one /64); 0: off */
+    int conn_rate_per_ip;     /* new connections per second from one address; 0: off */
+    int conn_burst_per_ip;    /* burst above conn_rate_per_ip */
+    int ip_limits_loopback;   /* apply the per-address limits to 127.0.0.0/8 and ::1 too */
+    int max_conns_per_user;   /* live WebSocket sessions of one user on this node; 0: off */
+    int max_rooms_per_user;   /* memberships of one user; 0: off */
+    int max_members_per_room; /* members of one room; 0: off */
+    int64_t memory_high_water; /* RSS bytes over which new work is refused; 0: auto (80% of RAM) */
+    int store_queue_max;      /* store ops queued and not committed before sends are refused; 0: off */
 } sori_config_t;
+
+/* Reads a field of sori_config that a reload may rewrite (relaxed atomic). */
+#define SORI_CFG(field) __atomic_load_n(&sori_config.field, __ATOMIC_RELAXED)
 
 extern sori_config_t sori_config;
 
