@@ -14,12 +14,14 @@
  * and get one more second: the wheel's clock may be up to a second old,
  * and a client is always allowed at least the configured time). Every
  * error closes the
- * connection with a lingering close so the client reads the answer.
+ * connection with a lingering close so the client reads the answer. Over
+ * --memory-high-water every request but GET and HEAD gets 503 unavailable.
  */
 #include "http/http_server.h"
 #include "util/config.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/memwatch.h"
 #include "util/metrics.h"
 
 #include <jansson.h>
@@ -272,6 +274,15 @@ void http_pending_error(http_pending_t *p, int status, const char *code, const c
 static void http__route(http_req_t *r)
 {
     const http_request_t *q = r->req;
+    if (memwatch_over() && !(q->method.len == 3 && memcmp(q->method.p, "GET", 3) == 0) &&
+        !(q->method.len == 4 && memcmp(q->method.p, "HEAD", 4) == 0)) {
+        /* Over --memory-high-water: writes (signups, uploads, REST
+         * commands) are refused; reads, /healthz and /metrics still work. */
+        metrics_inc(M_REFUSED_MEMORY);
+        http_respond(r, 503, "application/json", "Retry-After: 5\r\n",
+                     "{\"error\":\"unavailable\",\"message\":\"The server is low on memory; retry later.\"}", 77);
+        return;
+    }
     for (int i = 0; i < http__nroutes; i++) {
         const http_route_t *rt = &http__routes[i];
         if (rt->prefix ? (q->path.len < rt->len || memcmp(q->path.p, rt->path, rt->len) != 0)

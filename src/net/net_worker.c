@@ -13,18 +13,20 @@
  *
  * Admission, in this order, before any byte is read or parsed (a refusal
  * is one non-blocking send of a canned HTTP answer and a close): draining
- * or --max-connections -> 503 unavailable; over --memory-high-water -> 503
- * unavailable; per client address (net_iptable.c, one table for all
+ * or --max-connections -> 503 unavailable; per client address
+ * (net_iptable.c, one table for all
  * workers; loopback exempt unless --ip-limits-loopback) --max-conns-per-ip
  * -> 429 rate_limited, --conn-rate-per-ip -> 429 rate_limited with
  * Retry-After: 1. The limits are read at each accept (reloadable).
+ * --memory-high-water is not applied here but per request (http_server.c,
+ * proto_ws.c, chat_cmd.c), so /healthz, /metrics and reads keep working
+ * while new sessions and writes are refused.
  */
 #include "net/net_internal.h"
 #include "net/net_iptable.h"
 #include "util/config.h"
 #include "util/err.h"
 #include "util/log.h"
-#include "util/memwatch.h"
 #include "util/metrics.h"
 
 #include <errno.h>
@@ -217,11 +219,6 @@ static void worker__accept_cb(uv_poll_t *p, int status, int events)
         }
         if (w->draining || net_connections() >= net__cfg.max_connections) {
             worker__reject(fd);
-            continue;
-        }
-        if (memwatch_over()) {
-            metrics_inc(M_REFUSED_MEMORY);
-            worker__refuse(fd, 503, "unavailable", "The server is low on memory; retry later.", "Retry-After: 5\r\n");
             continue;
         }
         uint8_t peer[16] = {0};

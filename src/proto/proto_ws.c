@@ -16,6 +16,8 @@
 #include "util/clock.h"
 #include "util/config.h"
 #include "util/err.h"
+#include "util/memwatch.h"
+#include "util/metrics.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -105,6 +107,11 @@ void proto_ws_route(http_req_t *r)
     int stomp = hs.subprotocol && strstr(hs.subprotocol, ".stomp") != NULL;
     char user[AUTH_USER_MAX + 1];
     if (proto_identify(r, user, stomp)) return;
+    if (memwatch_over()) {
+        metrics_inc(M_REFUSED_MEMORY);
+        http_respond_error(r, 503, "unavailable", "The server is low on memory; retry later.");
+        return;
+    }
     char lim[160];
     if (user[0] && chat_user_conns_check(user, lim, sizeof lim)) {
         /* before the upgrade: a plain 429 any client library reports */
