@@ -89,7 +89,7 @@ static const config_opt_t config__opts[] = {
     {"max-conns-per-user", OPT_INT, O(max_conns_per_user), 0, 1000000, "100", "live WebSocket connections of one user on this node (over: 429 rate_limited at the handshake; 0: off) (reloadable)"},
     {"max-rooms-per-user", OPT_INT, O(max_rooms_per_user), 0, 10000000, "1000", "rooms one user may be a member of, dm rooms counted (create/join/invite over it: too_large; 0: off) (reloadable)"},
     {"max-members-per-room", OPT_INT, O(max_members_per_room), 0, 10000000, "10000", "members of one room (join/invite over it: too_large; 0: off) (reloadable)"},
-    {"memory-high-water", OPT_SIZE, O(memory_high_water), 0, 1LL << 40, "0", "resident memory over which new connections, sends and creates are refused (503 / unavailable); 0: 80% of RAM or of the cgroup memory limit (reloadable)"},
+    {"memory-high-water", OPT_SIZE, O(memory_high_water), 0, 1LL << 40, "0", "resident memory over which new WebSocket sessions, non-GET requests, sends and creates are refused (503 / unavailable); 0: 80% of RAM or of the cgroup memory limit (reloadable)"},
     {"store-queue-max", OPT_INT, O(store_queue_max), 0, 100000000, "100000", "store writes queued and not yet committed over which sends are refused (unavailable); bounds the async backlog; 0: off (reloadable)"},
 };
 
