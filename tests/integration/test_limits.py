@@ -41,6 +41,18 @@ def get_from(port, src, path="/healthz"):
         s.close()
 
 
+def held_from(port, src, n):
+    """n keep-alive connections from src, each known to be accepted (one
+    request answered on it), left open."""
+    out = []
+    for _ in range(n):
+        s = sock_from(port, src)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert wsraw.read_http_response(wsraw.Reader(s)).status == 200
+        out.append(s)
+    return out
+
+
 def metric(server, name):
     st, _, body = server.http("GET", "/metrics")
     assert st == 200
@@ -52,7 +64,7 @@ def metric(server, name):
 
 def test_conns_per_ip_counted_per_address(make_server):
     s = make_server("--max-conns-per-ip", "3", "--conn-rate-per-ip", "0", "--ip-limits-loopback")
-    held = [sock_from(s.port, "127.0.0.2") for _ in range(3)]
+    held = held_from(s.port, "127.0.0.2", 3)
     # the three are open: a fourth from the same address is refused before any parsing
     r = get_from(s.port, "127.0.0.2")
     assert r.status == 429, r
@@ -76,7 +88,7 @@ def test_conns_per_ip_counted_per_address(make_server):
 
 def test_loopback_exempt_by_default(make_server):
     s = make_server("--max-conns-per-ip", "2")
-    held = [sock_from(s.port) for _ in range(5)]
+    held = held_from(s.port, "127.0.0.1", 5)
     assert get_from(s.port, "127.0.0.1").status == 200
     for h in held:
         h.close()
