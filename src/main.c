@@ -188,7 +188,7 @@ static void main_memwatch_cb(uv_timer_t *t)
         LOG_WARN("main", "resident memory %llu MiB is %s the high-water mark %llu MiB%s",
                  (unsigned long long)(memwatch_rss() >> 20), now ? "over" : "back under",
                  (unsigned long long)(memwatch_high_water() >> 20),
-                 now ? ": refusing new connections, sends and creates" : "");
+                 now ? ": refusing new WebSocket sessions, writes, sends and creates" : "");
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -341,6 +341,9 @@ static int cmd_serve(int argc, char **argv)
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_start(&sigint, on_signal, SIGINT);
     memwatch_init();
+    LOG_INFO("main", "memory high-water mark %llu MiB (resident now %llu MiB)%s",
+             (unsigned long long)(memwatch_high_water() >> 20), (unsigned long long)(memwatch_rss() >> 20),
+             memwatch_over() ? ": over it, refusing new WebSocket sessions, writes, sends and creates" : "");
     uv_timer_t memtimer;
     uv_timer_init(loop, &memtimer);
     uv_timer_start(&memtimer, main_memwatch_cb, 1000, 1000);
