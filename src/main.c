@@ -28,6 +28,7 @@
 #include "util/config.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/memwatch.h"
 #include "util/metrics.h"
 #include "ws/ws.h"
 
@@ -153,6 +154,7 @@ static const char *find_web_dir(void)
 /* The main loop's signal handles (main thread only). */
 static struct {
     uv_signal_t term, intr, hup, usr1;
+    uv_timer_t memtimer; /* reads the resident size once a second (memwatch) */
     uint64_t max_conns_cap; /* the open-files limit's cap on --max-connections */
 } main__sig;
 
@@ -173,6 +175,7 @@ static void on_signal(uv_signal_t *s, int signum)
     main__close_signal(&main__sig.intr);
     main__close_signal(&main__sig.hup);
     main__close_signal(&main__sig.usr1);
+    if (!uv_is_closing((uv_handle_t *)&main__sig.memtimer)) uv_close((uv_handle_t *)&main__sig.memtimer, NULL);
     /* uv_close restored the default actions; reload and reopen could only
      * kill the draining node now. */
     signal(SIGHUP, SIG_IGN);
@@ -288,6 +291,24 @@ static double main_gauge_users(void)
     uint64_t r, u;
     chat_counts(&r, &u);
     return (double)u;
+}
+
+static double main_gauge_rss(void) { return (double)memwatch_rss(); }
+static double main_gauge_high_water(void) { return (double)memwatch_high_water(); }
+static double main_gauge_store_queue(void) { return (double)chat_store_queue(); }
+
+/* Samples the resident memory once a second (--memory-high-water). */
+static void main_memwatch_cb(uv_timer_t *t)
+{
+    (void)t;
+    int was = memwatch_over();
+    memwatch_sample();
+    int now = memwatch_over();
+    if (now != was)
+        LOG_WARN("main", "resident memory %llu MiB is %s the high-water mark %llu MiB%s",
+                 (unsigned long long)(memwatch_rss() >> 20), now ? "over" : "back under",
+                 (unsigned long long)(memwatch_high_water() >> 20),
+                 now ? ": refusing new WebSocket sessions, writes, sends and creates" : "");
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -411,6 +432,9 @@ static int cmd_serve(int argc, char **argv)
     metrics_gauge("sori_connections", "Open connections (HTTP and WebSocket).", main_gauge_connections);
     metrics_gauge("sori_rooms", "Rooms on this node.", main_gauge_rooms);
     metrics_gauge("sori_users", "Users this node knows.", main_gauge_users);
+    metrics_gauge("sori_memory_rss_bytes", "Resident memory, sampled once a second.", main_gauge_rss);
+    metrics_gauge("sori_memory_high_water_bytes", "The --memory-high-water mark in force.", main_gauge_high_water);
+    metrics_gauge("sori_store_queue_ops", "Store writes queued and not yet committed.", main_gauge_store_queue);
     proto_init();
     http_set_health_check(chat_unhealthy);
     http_route_add("GET", "/healthz", http_healthz_handle);
@@ -442,6 +466,12 @@ static int cmd_serve(int argc, char **argv)
     uv_signal_start(&main__sig.usr1, on_sigusr1, SIGUSR1);
     config_on_reload(main__on_reload, NULL); /* first: the hooks others add see the new limits applied */
     if (net_tls_on()) config_on_reload(main__tls_reload, NULL);
+    memwatch_init();
+    LOG_INFO("main", "memory high-water mark %llu MiB (resident now %llu MiB)%s",
+             (unsigned long long)(memwatch_high_water() >> 20), (unsigned long long)(memwatch_rss() >> 20),
+             memwatch_over() ? ": over it, refusing new WebSocket sessions, writes, sends and creates" : "");
+    uv_timer_init(loop, &main__sig.memtimer);
+    uv_timer_start(&main__sig.memtimer, main_memwatch_cb, 1000, 1000);
     if (net_start(&ncfg, err, sizeof err)) {
         fprintf(stderr, "sori: %s\n", err);
         return 1;
@@ -471,7 +501,7 @@ static int cmd_serve(int argc, char **argv)
            sori_config.data_dir, workers, workers == 1 ? "" : "s");
     fflush(stdout);
 
-    uv_run(loop, UV_RUN_DEFAULT);
+    uv_run(loop, UV_RUN_DEFAULT); /* until the drain closed the signals and the memory timer */
     net_join();
     chat_cluster_stop();
     push_stop();

@@ -66,6 +66,15 @@ void chat_shutdown(void);
 void chat_counts(uint64_t *rooms, uint64_t *users);
 /* 1 while the store cannot commit (health checks say 503). */
 int chat_unhealthy(void);
+/* Store writes queued and not committed (the /metrics gauge). Any thread. */
+uint64_t chat_store_queue(void);
+/* Live (WebSocket) sessions of user on this node. Any thread. */
+int chat_user_conns(const char *user);
+/* --max-conns-per-user: 0 if user may open one more live session, else
+ * SORI_ELIMIT with a sentence for the client in msg (counted in
+ * /metrics). Per node; racing handshakes on several workers may pass
+ * together (at most one extra per worker). Any thread; never calls back. */
+int chat_user_conns_check(const char *user, char *msg, size_t cap);
 
 /* ---- sessions ---- */
 

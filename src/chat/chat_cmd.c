@@ -7,13 +7,25 @@
  * durability). Authorization lives here and only here: a private or dm room
  * is invisible to non-members (forbidden), sending needs membership
  * (not_member), roles gate invite/kick/role as §3 says.
+ *
+ * Limits live here too, once for every front end (OPERATIONS.md "Limits";
+ * read at each use, so a reload applies): --max-rooms-per-user and
+ * --max-members-per-room on create, join and invite (too_large; checked
+ * under the user's and the room's locks when the membership is added, so
+ * they hold exactly; direct-message rooms and memberships applied from
+ * other nodes are never refused), and while the node is over
+ * --memory-high-water or its store queue over --store-queue-max, sends
+ * and creates answer unavailable (joins, history, reads keep working).
  */
 #include "auth/auth.h"
 #include "chat/chat_internal.h"
 #include "chat/chat_text.h"
+#include "util/config.h"
 #include "util/err.h"
 #include "util/json_esc.h"
 #include "util/log.h"
+#include "util/memwatch.h"
+#include "util/metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,14 +77,55 @@ static chat_room_t *chat__visible_room(chat_session_t *s, json_t *ref, const cha
     return r;
 }
 
-int chat__add_member(chat_room_t *r, chat_user_t *u, char role, store_op_t *op)
+/* Why new work is refused now, or NULL: the node is short of memory or
+ * (for sends, `send` = 1) its store queue is over --store-queue-max. The
+ * refusal is counted; the caller replies unavailable with the sentence.
+ * Lock-free. */
+static const char *chat__overloaded(int send)
+{
+    if (memwatch_over()) {
+        metrics_inc(M_REFUSED_MEMORY);
+        return "The server is low on memory; retry later.";
+    }
+    int qmax = CONFIG_GET(store_queue_max);
+    if (send && qmax && store_backlog(chat__g.store) >= (uint64_t)qmax) {
+        metrics_inc(M_REFUSED_STORE_QUEUE);
+        return "The server is behind on storing messages; retry in a moment.";
+    }
+    return NULL;
+}
+
+/* Replies to a refused chat__add_member (its negative result). */
+static void chat__add_error(chat_session_t *s, json_t *ref, int rc)
+{
+    char msg[160];
+    if (rc == SORI_ELIMIT) {
+        snprintf(msg, sizeof msg,
+                 "A user may be a member of at most %d rooms; leave one (part) first.", CONFIG_GET(max_rooms_per_user));
+    } else if (rc == SORI_E2BIG) {
+        snprintf(msg, sizeof msg, "This room has %d members, the most allowed.", CONFIG_GET(max_members_per_room));
+    } else {
+        chat__error(s, ref, "internal", "Out of memory.");
+        return;
+    }
+    metrics_inc(M_REFUSED_MEMBERSHIP);
+    chat__error(s, ref, "too_large", msg);
+}
+
+int chat__add_member(chat_room_t *r, chat_user_t *u, char role, store_op_t *op, int limits)
 {
     uv_mutex_lock(&u->lock);
     uv_mutex_lock(&r->lock);
     int rc = 0;
+    int max_rooms = limits ? CONFIG_GET(max_rooms_per_user) : 0;
+    int max_members = limits ? CONFIG_GET(max_members_per_room) : 0;
     if (!chat__member(r, u->name)) {
-        chat_member_t *m = calloc(1, sizeof *m);
-        if (!m || map_put(&r->members, u->name, strlen(u->name), m)) {
+        chat_member_t *m = NULL;
+        if (max_rooms && u->rooms.count >= (size_t)max_rooms)
+            rc = SORI_ELIMIT;
+        else if (max_members && r->members.count >= (size_t)max_members)
+            rc = SORI_E2BIG;
+        else if (!(m = calloc(1, sizeof *m)) || map_put(&r->members, u->name, strlen(u->name), m)) {
             free(m);
             rc = SORI_ENOMEM;
         } else if (map_put(&u->rooms, r->id, strlen(r->id), r)) {
@@ -157,9 +210,9 @@ void chat_join(chat_session_t *s, json_t *ref, const char *room, int64_t since)
     }
     if (!member) {
         store_op_t op;
-        int added = chat__add_member(r, s->user, 'm', &op);
+        int added = chat__add_member(r, s->user, 'm', &op, 1);
         if (added < 0) {
-            chat__error(s, ref, "internal", "Out of memory.");
+            chat__add_error(s, ref, added);
             return;
         }
         if (added) {
@@ -305,6 +358,12 @@ static void chat__send_to(chat_session_t *s, json_t *ref, chat_room_t *r, const 
     if (store_failing(chat__g.store)) { /* commits are being retried: fail fast, nothing is acked */
         uv_mutex_unlock(&u->lock);
         chat__error(s, ref, "unavailable", "The store is not available; try again.");
+        return;
+    }
+    const char *busy = chat__overloaded(1);
+    if (busy) {
+        uv_mutex_unlock(&u->lock);
+        chat__error(s, ref, "unavailable", busy);
         return;
     }
     int cl = chat__relay_on(); /* the store assigns the seq; delivery waits for the commit */
@@ -492,7 +551,7 @@ void chat_dm(chat_session_t *s, json_t *ref, const char *to, const char *text, s
     chat_user_t *both[2] = {s->user, peer};
     int added[2];
     for (int i = 0; i < 2; i++) {
-        added[i] = chat__add_member(r, both[i], 'm', &ops[n]);
+        added[i] = chat__add_member(r, both[i], 'm', &ops[n], 0);
         if (added[i] == 1) n++;
     }
     if (n) chat__write(NULL, NULL, NULL, ops, n);
@@ -739,6 +798,23 @@ void chat_create(chat_session_t *s, json_t *ref, const char *room, const char *k
         chat__error(s, ref, "too_large", "Titles are at most 200 bytes.");
         return;
     }
+    const char *busy = chat__overloaded(0);
+    if (busy) {
+        chat__error(s, ref, "unavailable", busy);
+        return;
+    }
+    int max_rooms = CONFIG_GET(max_rooms_per_user);
+    if (max_rooms) {
+        /* Checked before the room exists (racing creates by one user on
+         * several workers may pass together: one extra per worker). */
+        uv_mutex_lock(&s->user->lock);
+        size_t have = s->user->rooms.count;
+        uv_mutex_unlock(&s->user->lock);
+        if (have >= (size_t)max_rooms) {
+            chat__add_error(s, ref, SORI_ELIMIT);
+            return;
+        }
+    }
     int created;
     chat_room_t *r = chat__room_create(room, k, title, chat__now_ms(), &created);
     if (!r) {
@@ -753,7 +829,7 @@ void chat_create(chat_session_t *s, json_t *ref, const char *room, const char *k
     ops[0] = (store_op_t){.kind = STORE_OP_ROOM,
                           .u.room = {.id = r->id, .kind = chat__kind_name(k), .title = r->title,
                                      .created_at = r->created_at}};
-    if (chat__add_member(r, s->user, 'o', &ops[1]) != 1) {
+    if (chat__add_member(r, s->user, 'o', &ops[1], 0) != 1) {
         chat__error(s, ref, "internal", "Out of memory.");
         return;
     }
@@ -801,9 +877,9 @@ void chat_invite(chat_session_t *s, json_t *ref, const char *room, const char *u
     chat_user_t *u = chat__target_user(s, ref, user);
     if (!u) return;
     store_op_t op;
-    int added = chat__add_member(r, u, 'm', &op);
+    int added = chat__add_member(r, u, 'm', &op, 1);
     if (added < 0) {
-        chat__error(s, ref, "internal", "Out of memory.");
+        chat__add_error(s, ref, added);
         return;
     }
     json_t *reply = json_pack("{s:s, s:s, s:s}", "type", "invited", "room", r->id, "user", u->name);

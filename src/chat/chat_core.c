@@ -19,6 +19,7 @@
  * nodes with distinct --node-id.
  */
 #include "chat/chat_internal.h"
+#include "util/config.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/json_esc.h"
@@ -1399,6 +1400,28 @@ void chat_counts(uint64_t *rooms, uint64_t *users)
     uv_rwlock_rdlock(&chat__g.users_lock);
     *users = chat__g.users.count;
     uv_rwlock_rdunlock(&chat__g.users_lock);
+}
+
+uint64_t chat_store_queue(void) { return chat__g.store ? store_backlog(chat__g.store) : 0; }
+
+int chat_user_conns(const char *user)
+{
+    chat_user_t *u = chat__user_get(user, 0);
+    if (!u) return 0;
+    uv_mutex_lock(&u->lock);
+    int n = (int)u->nsessions;
+    uv_mutex_unlock(&u->lock);
+    return n;
+}
+
+int chat_user_conns_check(const char *user, char *msg, size_t cap)
+{
+    int max = CONFIG_GET(max_conns_per_user);
+    if (!max || chat_user_conns(user) < max) return 0;
+    metrics_inc(M_REFUSED_USER_CONNS);
+    snprintf(msg, cap, "This user has %d open connections on this server, the most allowed; close one and retry.",
+             max);
+    return SORI_ELIMIT;
 }
 
 int chat_unhealthy(void)

@@ -341,8 +341,10 @@ int chat__upload_link(const char *id, const char *type, int64_t size, int64_t cr
 void chat__upload_free(chat_upload_t *up);
 /* Adds user to r's members with role (user lock then room lock inside);
  * op (may be NULL) gets the store op. 1 if added, 0 if already a member,
- * < 0 on failure (chat_cmd.c). */
-int chat__add_member(chat_room_t *r, chat_user_t *u, char role, store_op_t *op);
+ * < 0 on failure (chat_cmd.c). With limits = 1, SORI_ELIMIT when the user
+ * has --max-rooms-per-user memberships, SORI_E2BIG when the room has
+ * --max-members-per-room members (checked under both locks). */
+int chat__add_member(chat_room_t *r, chat_user_t *u, char role, store_op_t *op, int limits);
 /* Removes user from r's members (user lock then room lock inside). */
 void chat__del_member(chat_room_t *r, chat_user_t *u);
 /* A stored message as a committed chat_msg_t of r, appended to (*v)[*n]

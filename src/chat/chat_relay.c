@@ -684,7 +684,7 @@ static void chat__relay_apply_op(json_t *o)
     atomic_store(&u->known, 1);
     if (!strcmp(k, "member")) {
         char role = chat__relay_role(json_string_value(json_object_get(o, "role")));
-        int added = chat__add_member(r, u, role, NULL);
+        int added = chat__add_member(r, u, role, NULL, 0);
         if (added == 0) { /* a role change */
             uv_mutex_lock(&r->lock);
             chat_member_t *m = map_get(&r->members, u->name, strlen(u->name));

@@ -8,16 +8,20 @@
  * on_data returns. Pipelined requests are answered in order. Limits: head
  * over http-max-header -> 431, body over http-max-body -> 413, malformed ->
  * 400, Transfer-Encoding on a request -> 411 (send Content-Length), a head
+ * (head and body: the deadline is set when a request starts, from the
+ * connection's start for its first one, and not moved by later bytes)
  * not complete within handshake-timeout -> 408 (deadlines are rounded up
  * and get one more second: the wheel's clock may be up to a second old,
  * and a client is always allowed at least the configured time). Every
  * error closes the
- * connection with a lingering close so the client reads the answer.
+ * connection with a lingering close so the client reads the answer. Over
+ * --memory-high-water every request but GET and HEAD gets 503 unavailable.
  */
 #include "http/http_server.h"
 #include "util/config.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/memwatch.h"
 #include "util/metrics.h"
 
 #include <jansson.h>
@@ -31,7 +35,7 @@
 
 /* conn->hdata: these bits, or (while a request is deferred) a pointer to
  * its http_pending_t, told apart by value (malloc'd pointers are >= 16). */
-enum { HTTP__IN_REQUEST = 1, HTTP__SENT_CONTINUE = 2, HTTP__PENDING_MIN = 16 };
+enum { HTTP__IN_REQUEST = 1, HTTP__SENT_CONTINUE = 2, HTTP__FRESH = 4, HTTP__PENDING_MIN = 16 };
 
 struct http_pending {
     conn_t *c; /* NULL once the connection is gone */
@@ -282,6 +286,15 @@ void http_pending_error(http_pending_t *p, int status, const char *code, const c
 static void http__route(http_req_t *r)
 {
     const http_request_t *q = r->req;
+    if (memwatch_over() && !(q->method.len == 3 && memcmp(q->method.p, "GET", 3) == 0) &&
+        !(q->method.len == 4 && memcmp(q->method.p, "HEAD", 4) == 0)) {
+        /* Over --memory-high-water: writes (signups, uploads, REST
+         * commands) are refused; reads, /healthz and /metrics still work. */
+        metrics_inc(M_REFUSED_MEMORY);
+        http_respond(r, 503, "application/json", "Retry-After: 5\r\n",
+                     "{\"error\":\"unavailable\",\"message\":\"The server is low on memory; retry later.\"}", 77);
+        return;
+    }
     for (int i = 0; i < http__nroutes; i++) {
         const http_route_t *rt = &http__routes[i];
         if (rt->prefix ? (q->path.len < rt->len || memcmp(q->path.p, rt->path, rt->len) != 0)
@@ -327,9 +340,13 @@ static void http__set_flags(conn_t *c, uintptr_t f) { c->hdata = (void *)f; }
 static size_t http__on_data(conn_t *c, char *data, size_t len)
 {
     if (!(http__flags(c) & HTTP__IN_REQUEST)) {
-        /* A new request starts: it has handshake-timeout to arrive. */
+        /* A new request starts: it has handshake-timeout to arrive, head
+         * and body, however slowly the bytes come (slowloris). The first
+         * request of a connection keeps the deadline set at accept: its
+         * time counts from the connection's start. */
+        int fresh = (http__flags(c) & HTTP__FRESH) != 0;
         http__set_flags(c, HTTP__IN_REQUEST);
-        conn_set_deadline(c, (uint32_t)(CONFIG_GET(handshake_timeout_ms) + 999) / 1000 + 1);
+        if (!fresh) conn_set_deadline(c, (uint32_t)(CONFIG_GET(handshake_timeout_ms) + 999) / 1000 + 1);
     }
     size_t max_header = (size_t)CONFIG_GET(http_max_header);
     http_request_t req;
@@ -459,6 +476,6 @@ static const conn_handler_t http__handler = {
 void http_accept(conn_t *c)
 {
     c->h = &http__handler;
-    c->hdata = NULL;
+    c->hdata = (void *)(uintptr_t)HTTP__FRESH;
     conn_set_deadline(c, (uint32_t)(CONFIG_GET(handshake_timeout_ms) + 999) / 1000 + 1);
 }

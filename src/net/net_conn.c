@@ -174,6 +174,7 @@ static void conn__closed_cb(uv_handle_t *h)
 {
     conn_t *c = h->data;
     net_worker_t *w = c->w;
+    if (c->flags & CONN__IP_COUNTED) net__ip_release(c);
     close(c->fd);
     free(c);
     w->nconns--;

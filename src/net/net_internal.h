@@ -17,6 +17,7 @@ enum {
     CONN__TP_WRITE_WANTS_READ = 1u << 20, /* the transport's write waits for POLLIN */
     CONN__READ_AGAIN = 1u << 21,          /* input buffered in the transport: read at the flush hook */
     CONN__TLS_READY = 1u << 22,           /* the TLS handshake completed */
+    CONN__IP_COUNTED = 1u << 23,    /* counted in the per-address table */
 };
 
 typedef struct net_task {
@@ -37,5 +38,7 @@ void net__conn_count_add(int delta);
 /* Makes c a TLS connection with the current context (net_tls.c). 0, or an
  * error (the caller closes the connection). */
 int net__tls_attach(conn_t *c);
+/* Uncounts a CONN__IP_COUNTED connection from the per-address table. */
+void net__ip_release(conn_t *c);
 
 #endif

@@ -10,10 +10,24 @@
  * Accept takes at most 64 connections per readiness event; when the process
  * runs out of file descriptors it pauses accepting for 100 ms instead of
  * spinning.
+ *
+ * Admission, in this order, before any byte is read or parsed (a refusal
+ * is one non-blocking send of a canned HTTP answer and a close): draining
+ * or --max-connections -> 503 unavailable; per client address
+ * (net_iptable.c, one table for all
+ * workers; loopback exempt unless --ip-limits-loopback) --max-conns-per-ip
+ * -> 429 rate_limited, --conn-rate-per-ip -> 429 rate_limited with
+ * Retry-After: 1. The limits are read at each accept (reloadable).
+ * --memory-high-water is not applied here but per request (http_server.c,
+ * proto_ws.c, chat_cmd.c), so /healthz, /metrics and reads keep working
+ * while new sessions and writes are refused.
  */
 #include "net/net_internal.h"
+#include "net/net_iptable.h"
+#include "util/config.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -33,6 +47,9 @@ static net_worker_t *net__workers;
 static int net__nworkers;
 static atomic_ulong net__nconns;
 static __thread net_worker_t *net__current;
+static net_iptable_t *net__ipt; /* per-address counts, all workers */
+
+#define NET_IPT_CAPACITY 65536
 
 net_worker_t *net_current_worker(void) { return net__current; }
 
@@ -132,21 +149,58 @@ static void worker__sweep_cb(uv_timer_t *t)
 static void worker__accept_resume(uv_timer_t *t);
 static void worker__accept_cb(uv_poll_t *p, int status, int events);
 
-static void worker__reject(int fd)
+/* Answers a refused connection with one canned response and closes it;
+ * never blocks (a full socket buffer just loses the answer). */
+static void worker__refuse(int fd, int status, const char *code, const char *message, const char *extra)
 {
     if (net_tls_on()) { /* no plaintext answer on a TLS port: just close */
         close(fd);
         return;
     }
-    static const char body[] = "{\"error\":\"unavailable\",\"message\":\"The server is at its connection limit.\"}";
-    char resp[256];
+    char body[256], resp[512];
+    int bn = snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}", code, message);
     int n = snprintf(resp, sizeof resp,
-                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                     sizeof body - 1, body);
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%s"
+                     "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                     status, status == 429 ? "Too Many Requests" : "Service Unavailable", extra, bn, body);
     ssize_t w = send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)w;
     close(fd);
+}
+
+static void worker__reject(int fd)
+{
+    worker__refuse(fd, 503, "unavailable", "The server is at its connection limit.", "");
+}
+
+/* Ends a counted connection (net_conn.c, when its handle is closed). */
+void net__ip_release(conn_t *c)
+{
+    if (net__ipt) net_iptable_release(net__ipt, c->peer, uv_now(&c->w->loop));
+}
+
+/* Applies the per-address limits to a new connection: 0 (refused: fd
+ * closed), 1 (admitted, counted), 2 (admitted, not counted). */
+static int worker__admit_ip(net_worker_t *w, int fd, const uint8_t peer[16])
+{
+    if (!net__ipt || (!CONFIG_GET(ip_limits_loopback) && net_addr_is_loopback(peer))) return 2;
+    int max = CONFIG_GET(max_conns_per_ip), rate = CONFIG_GET(conn_rate_per_ip);
+    if (!max && !rate) return 2;
+    int rc = net_iptable_acquire(net__ipt, peer, uv_now(&w->loop), (uint32_t)max, (uint32_t)rate,
+                                 (uint32_t)CONFIG_GET(conn_burst_per_ip));
+    if (rc == SORI_ELIMIT) {
+        metrics_inc(M_REFUSED_IP_CONNS);
+        worker__refuse(fd, 429, "rate_limited",
+                       "Too many open connections from your address; close some and retry.", "");
+        return 0;
+    }
+    if (rc == SORI_EAGAIN) {
+        metrics_inc(M_REFUSED_IP_RATE);
+        worker__refuse(fd, 429, "rate_limited", "Too many new connections from your address; retry in a second.",
+                       "Retry-After: 1\r\n");
+        return 0;
+    }
+    return rc == 0 ? 1 : 2;
 }
 
 static void worker__accept_cb(uv_poll_t *p, int status, int events)
@@ -171,13 +225,24 @@ static void worker__accept_cb(uv_poll_t *p, int status, int events)
             worker__reject(fd);
             continue;
         }
+        uint8_t peer[16] = {0};
+        if (ss.ss_family == AF_INET) {
+            peer[10] = peer[11] = 0xff;
+            memcpy(peer + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        } else if (ss.ss_family == AF_INET6) {
+            memcpy(peer, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+        }
+        int admitted = worker__admit_ip(w, fd, peer);
+        if (!admitted) continue;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conn_t *c = net__conn_new(w, fd, &ss);
         if (!c) {
+            if (admitted == 1) net_iptable_release(net__ipt, peer, uv_now(&w->loop));
             close(fd);
             continue;
         }
+        if (admitted == 1) c->flags |= CONN__IP_COUNTED;
         if (net_tls_on() && net__tls_attach(c) != 0) {
             conn_close(c, CONN_CLOSE_NOW);
             continue;
@@ -328,6 +393,7 @@ static int net__listen(const char *host, int *port, char *err, size_t errlen)
 int net_start(const net_config_t *cfg, char *err, size_t errlen)
 {
     net__cfg = *cfg;
+    if (!net__ipt && !(net__ipt = net_iptable_new(NET_IPT_CAPACITY))) return SORI_ENOMEM;
     net__nworkers = cfg->workers;
     net__workers = calloc((size_t)cfg->workers, sizeof *net__workers);
     if (!net__workers) return SORI_ENOMEM;
@@ -397,4 +463,6 @@ void net_free(void)
     free(net__workers);
     net__workers = NULL;
     net__nworkers = 0;
+    net_iptable_free(net__ipt);
+    net__ipt = NULL;
 }

@@ -414,6 +414,11 @@ static void stomp__connect(stomp_session_t *ss, stomp_frame_t *f)
                      NULL, 1008);
         return;
     }
+    char lim[160];
+    if (chat_user_conns_check(user, lim, sizeof lim)) {
+        stomp__fatal(ss, "rate_limited", lim, NULL, 1008);
+        return;
+    }
     uint32_t ours = (uint32_t)sori_config.stomp_heartbeat_ms;
     ss->send_ms = cy ? (uint32_t)(cy > ours ? cy : ours) : 0;
     ss->recv_ms = cx ? (uint32_t)(cx > ours ? cx : ours) : 0;

@@ -6,12 +6,18 @@
  * for conformance suites.
  *
  * Owns nothing past the call: the chosen front end owns its session.
+ * --max-conns-per-user is checked here, before the upgrade (429
+ * rate_limited), when the user is known from the handshake; a STOMP
+ * client that names itself in CONNECT is checked there (ERROR, 1008).
  */
 #include "proto/proto_internal.h"
 #include "auth/auth.h"
+#include "chat/chat.h"
 #include "util/clock.h"
 #include "util/config.h"
 #include "util/err.h"
+#include "util/memwatch.h"
+#include "util/metrics.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -102,6 +108,17 @@ void proto_ws_route(http_req_t *r)
     int stomp = hs.subprotocol && strstr(hs.subprotocol, ".stomp") != NULL;
     char user[AUTH_USER_MAX + 1];
     if (proto_identify(r, user, stomp)) return;
+    if (memwatch_over()) {
+        metrics_inc(M_REFUSED_MEMORY);
+        http_respond_error(r, 503, "unavailable", "The server is low on memory; retry later.");
+        return;
+    }
+    char lim[160];
+    if (user[0] && chat_user_conns_check(user, lim, sizeof lim)) {
+        /* before the upgrade: a plain 429 any client library reports */
+        http_respond_error(r, 429, "rate_limited", lim);
+        return;
+    }
     if (stomp)
         proto_stomp_accept(r, &hs, user);
     else

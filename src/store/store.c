@@ -81,6 +81,7 @@ struct store {
     size_t ops_cap;
 
     atomic_uint_fast64_t n_batches, n_ops, n_failures;
+    atomic_uint_fast64_t backlog; /* ops accepted by store_write, not yet committed */
     atomic_int failing;
 };
 
@@ -210,6 +211,7 @@ static void store__commit(store_t *s, store_job_t *batch, size_t nops)
     }
     atomic_fetch_add_explicit(&s->n_batches, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->n_ops, nops, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&s->backlog, nops, memory_order_relaxed);
     /* done may free the job: read next first. */
     uint64_t njobs = 0;
     for (store_job_t *j = batch, *next; j; j = next) {
@@ -295,6 +297,7 @@ void store_write(store_t *s, store_job_t *job)
     s->wq_tail = job;
     s->wq_nops += job->nops;
     s->w_queued++;
+    atomic_fetch_add_explicit(&s->backlog, job->nops, memory_order_relaxed);
     int wake;
     if (s->mode == STORE_ASYNC) {
         if (was_empty) s->wq_oldest_ns = store__now_ns();
@@ -503,6 +506,11 @@ void store_stats(store_t *s, uint64_t *batches, uint64_t *ops, uint64_t *failure
     if (batches) *batches = atomic_load_explicit(&s->n_batches, memory_order_relaxed);
     if (ops) *ops = atomic_load_explicit(&s->n_ops, memory_order_relaxed);
     if (failures) *failures = atomic_load_explicit(&s->n_failures, memory_order_relaxed);
+}
+
+uint64_t store_backlog(store_t *s)
+{
+    return atomic_load_explicit(&s->backlog, memory_order_relaxed);
 }
 
 int store_failing(store_t *s)

@@ -224,6 +224,9 @@ void store_read(store_t *s, store_read_t *rd);
 void store_close(store_t *s);
 /* Statistics: batches committed, ops committed, failed commits (retrying). */
 void store_stats(store_t *s, uint64_t *batches, uint64_t *ops, uint64_t *failures);
+/* Ops queued by store_write and not yet committed (any thread, lock-free):
+ * the write backlog that --store-queue-max bounds. */
+uint64_t store_backlog(store_t *s);
 /* 1 while commits fail (the writer retries; /healthz reports 503). */
 int store_failing(store_t *s);
 

@@ -130,6 +130,15 @@ static const config_opt_t config__opts[] = {
     {"search-max", OPT_INT, O(search_max), 1, 1000, "100", "largest `limit` of a search", OPT_RELOAD},
     {"log-file", OPT_STR, O(log_file), 0, 0, "", "append log lines to FILE instead of stderr; SIGUSR1 reopens it (after logrotate moved it)"},
     {"pid-file", OPT_STR, O(pid_file), 0, 0, "", "write the process id to FILE while serving (removed at a clean exit)"},
+    {"max-conns-per-ip", OPT_INT, O(max_conns_per_ip), 0, 10000000, "1000", "open connections from one client address, IPv6 by /64 (over: 429 rate_limited at accept; 0: off; loopback exempt unless --ip-limits-loopback)", OPT_RELOAD},
+    {"conn-rate-per-ip", OPT_INT, O(conn_rate_per_ip), 0, 1000000, "200", "new connections per second from one client address (token bucket; over: 429 rate_limited; 0: off)", OPT_RELOAD},
+    {"conn-burst-per-ip", OPT_INT, O(conn_burst_per_ip), 1, 1000000, "400", "new-connection burst per client address above --conn-rate-per-ip", OPT_RELOAD},
+    {"ip-limits-loopback", OPT_BOOL, O(ip_limits_loopback), 0, 1, "false", "apply the per-address limits to loopback clients too (off: a local proxy, tests and sori bench are exempt)", OPT_RELOAD},
+    {"max-conns-per-user", OPT_INT, O(max_conns_per_user), 0, 1000000, "100", "live WebSocket connections of one user on this node (over: 429 rate_limited at the handshake; 0: off)", OPT_RELOAD},
+    {"max-rooms-per-user", OPT_INT, O(max_rooms_per_user), 0, 10000000, "1000", "rooms one user may be a member of, dm rooms counted (create/join/invite over it: too_large; 0: off)", OPT_RELOAD},
+    {"max-members-per-room", OPT_INT, O(max_members_per_room), 0, 10000000, "10000", "members of one room (join/invite over it: too_large; 0: off)", OPT_RELOAD},
+    {"memory-high-water", OPT_SIZE, O(memory_high_water), 0, 1LL << 40, "0", "resident memory over which new WebSocket sessions, non-GET requests, sends and creates are refused (503 / unavailable); 0: 80% of RAM or of the cgroup memory limit", OPT_RELOAD},
+    {"store-queue-max", OPT_INT, O(store_queue_max), 0, 100000000, "100000", "store writes queued and not yet committed over which sends are refused (unavailable); bounds the async backlog; 0: off", OPT_RELOAD},
 };
 
 #define NOPTS (sizeof config__opts / sizeof config__opts[0])
@@ -181,9 +190,9 @@ static int config__apply(sori_config_t *c, const config_opt_t *o, const char *va
     }
     case OPT_BOOL:
         if (!strcmp(value, "true") || !strcmp(value, "1") || !strcmp(value, "yes") || !strcmp(value, "on"))
-            *(int *)field = 1;
+            __atomic_store_n((int *)field, 1, __ATOMIC_RELAXED);
         else if (!strcmp(value, "false") || !strcmp(value, "0") || !strcmp(value, "no") || !strcmp(value, "off"))
-            *(int *)field = 0;
+            __atomic_store_n((int *)field, 0, __ATOMIC_RELAXED);
         else {
             snprintf(err, errlen, "--%s: expected true or false, got \"%s\"", o->name, value);
             return SORI_EINVAL;
@@ -197,10 +206,12 @@ static int config__apply(sori_config_t *c, const config_opt_t *o, const char *va
                      (long long)o->min, (long long)o->max, value);
             return SORI_EINVAL;
         }
+        /* Atomic stores: a reload may rewrite a number while workers read
+         * it with CONFIG_GET. */
         if (o->type == OPT_INT)
-            *(int *)field = (int)v;
+            __atomic_store_n((int *)field, (int)v, __ATOMIC_RELAXED);
         else
-            *(int64_t *)field = v;
+            __atomic_store_n((int64_t *)field, v, __ATOMIC_RELAXED);
         return 0;
     }
     return SORI_EINVAL;

@@ -73,6 +73,16 @@ typedef struct {
     /* operations (issue 9) */
     char *log_file;           /* "" (stderr) or a file reopened on SIGUSR1 */
     char *pid_file;           /* "" or a file that holds the pid while serving */
+    /* limits (issue 9), all reloadable: read with CONFIG_GET */
+    int max_conns_per_ip;     /* open connections from one address (IPv6: one /64); 0: off */
+    int conn_rate_per_ip;     /* new connections per second from one address; 0: off */
+    int conn_burst_per_ip;    /* burst above conn_rate_per_ip */
+    int ip_limits_loopback;   /* apply the per-address limits to 127.0.0.0/8 and ::1 too */
+    int max_conns_per_user;   /* live WebSocket sessions of one user on this node; 0: off */
+    int max_rooms_per_user;   /* memberships of one user; 0: off */
+    int max_members_per_room; /* members of one room; 0: off */
+    int64_t memory_high_water; /* RSS bytes over which new work is refused; 0: auto (80% of RAM) */
+    int store_queue_max;      /* store ops queued and not committed before sends are refused; 0: off */
 } sori_config_t;
 
 extern sori_config_t sori_config;

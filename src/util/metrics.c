@@ -36,6 +36,12 @@ static const struct {
     [M_LOGIN_FAILED] = {"sori_logins_failed_total", "Logins refused for bad credentials."},
     [M_RATE_LIMITED] = {"sori_rate_limited_total", "Requests and commands refused by a rate limit."},
     [M_UPLOADS] = {"sori_uploads_total", "Uploads stored."},
+    [M_REFUSED_IP_CONNS] = {"sori_refused_conns_per_ip_total", "Connections refused by --max-conns-per-ip."},
+    [M_REFUSED_IP_RATE] = {"sori_refused_conn_rate_total", "Connections refused by --conn-rate-per-ip."},
+    [M_REFUSED_USER_CONNS] = {"sori_refused_conns_per_user_total", "WebSocket handshakes refused by --max-conns-per-user."},
+    [M_REFUSED_MEMBERSHIP] = {"sori_refused_membership_total", "Creates, joins and invites refused by --max-rooms-per-user or --max-members-per-room."},
+    [M_REFUSED_MEMORY] = {"sori_refused_memory_total", "Connections, sends and creates refused over --memory-high-water."},
+    [M_REFUSED_STORE_QUEUE] = {"sori_refused_store_queue_total", "Sends refused because the store's write queue is over --store-queue-max."},
 };
 
 #define METRICS__BUCKETS 12

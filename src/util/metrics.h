@@ -27,6 +27,12 @@ typedef enum {
     M_LOGIN_FAILED,          /* logins refused (bad credentials) */
     M_RATE_LIMITED,          /* requests or commands refused by a rate limit */
     M_UPLOADS,               /* uploads stored */
+    M_REFUSED_IP_CONNS,      /* connections refused: --max-conns-per-ip */
+    M_REFUSED_IP_RATE,       /* connections refused: --conn-rate-per-ip */
+    M_REFUSED_USER_CONNS,    /* WebSocket handshakes refused: --max-conns-per-user */
+    M_REFUSED_MEMBERSHIP,    /* create/join/invite refused: rooms per user, members per room */
+    M_REFUSED_MEMORY,        /* connections, sends, creates refused over --memory-high-water */
+    M_REFUSED_STORE_QUEUE,   /* sends refused: the store's queue is over --store-queue-max */
     M_COUNTER__N
 } metric_counter_t;
 

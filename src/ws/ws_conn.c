@@ -342,7 +342,9 @@ static size_t ws__on_data(conn_t *c, char *data, size_t len)
 {
     ws_conn_t *ws = c->hdata;
     const sori_config_t *cfg = &sori_config;
-    ws->last_seen = net_now_ms(c->w);
+    /* Liveness counts whole frames only: a peer trickling one frame a byte
+     * at a time is closed by the heartbeat check like a silent one. */
+    uint64_t now = net_now_ms(c->w);
     ws_parse_opts_t opts = {.allowed_rsv = ws->deflate_bits ? WS_RSV1 : 0, .require_mask = 1};
     size_t pos = 0;
     while (pos < len) {
@@ -392,6 +394,7 @@ static size_t ws__on_data(conn_t *c, char *data, size_t len)
                 ws_mask_apply((uint8_t *)p, n, f->mask, 0);
                 pos += n;
                 ws->in_frame = 0;
+                ws->last_seen = now;
                 ws->msg_op = 0;
                 if (f->opcode == WS_OP_TEXT && !ws_utf8_valid((const uint8_t *)p, n)) {
                     ws__fail(ws, 1007, "invalid UTF-8");
@@ -430,6 +433,7 @@ static size_t ws__on_data(conn_t *c, char *data, size_t len)
         }
         if (ws->f_got < f->payload_len) break; /* need more */
         ws->in_frame = 0;
+        ws->last_seen = now;
         if (f->opcode >= 8) {
             static uint8_t empty[1];
             if (!ws->ctrl) ws->ctrl = empty;

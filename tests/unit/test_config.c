@@ -21,6 +21,33 @@ static void test_defaults(void **state)
     config_free(&c);
 }
 
+static void test_limit_defaults_and_reload_stores(void **state)
+{
+    (void)state;
+    sori_config_t c;
+    config_defaults(&c);
+    assert_int_equal(c.max_conns_per_ip, 1000);
+    assert_int_equal(c.conn_rate_per_ip, 200);
+    assert_int_equal(c.conn_burst_per_ip, 400);
+    assert_int_equal(c.ip_limits_loopback, 0);
+    assert_int_equal(c.max_conns_per_user, 100);
+    assert_int_equal(c.max_rooms_per_user, 1000);
+    assert_int_equal(c.max_members_per_room, 10000);
+    assert_int_equal(c.memory_high_water, 0);
+    assert_int_equal(c.store_queue_max, 100000);
+    char err[256];
+    /* a reload rewrites them with config_set (atomic stores) */
+    assert_int_equal(config_set(&c, "max-conns-per-ip", "0", err, sizeof err), 0);
+    assert_int_equal(config_set(&c, "memory-high-water", "512m", err, sizeof err), 0);
+    assert_int_equal(config_set(&c, "ip-limits-loopback", "true", err, sizeof err), 0);
+    assert_int_equal(c.max_conns_per_ip, 0);
+    assert_int_equal(c.memory_high_water, 512LL << 20);
+    assert_int_equal(c.ip_limits_loopback, 1);
+    assert_int_equal(config_set(&c, "conn-burst-per-ip", "0", err, sizeof err), SORI_EINVAL);
+    assert_non_null(strstr(err, "--conn-burst-per-ip"));
+    config_free(&c);
+}
+
 static void test_flags_forms(void **state)
 {
     (void)state;
@@ -172,6 +199,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_limit_defaults_and_reload_stores),
         cmocka_unit_test(test_flags_forms),
         cmocka_unit_test(test_bad_values_name_the_flag),
         cmocka_unit_test(test_file_then_flags),
