@@ -24,8 +24,9 @@ import time
 import pytest
 
 from chatclient import connect, run, uniq
-from conftest import CLUSTER, SLOW, SORI_BIN, Server, _finish_all, http_request
+from conftest import CLUSTER, SLOW, SORI_BIN, Server, _finish_all
 from stompclient import stomp
+from wsraw import tls_wrap
 
 RESTART_REASON = "server restarting, reconnect"
 
@@ -55,7 +56,7 @@ def test_sigterm_drain_1012_stomp_error_refused_healthz_503(make_server):
     srv = make_server("--drain-timeout-ms", "8000")
     port = srv.port
     # A request in flight: its head has started arriving before the signal.
-    inflight = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW)
+    inflight = tls_wrap(socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW))
     inflight.sendall(b"GET /healthz HTTP/1.1\r\nHost: sori\r\n")
 
     async def go():
@@ -284,7 +285,7 @@ def test_sighup_refuses_a_port_change(tmp_path):
         out = hup_and_wait(srv, r"config: reloaded")
         assert re.search(r"W config: reload: port cannot change without a restart; keeping port=\"%d\"" % port, out), out
         assert "rate=7 (was 5)" in out, out
-        st, _, _ = http_request(port, "GET", "/healthz")
+        st, _, _ = srv.http("GET", "/healthz")
         assert st == 200
         # Said again at the next reload while the file still differs.
         out = hup_and_wait(srv, r"config: reloaded")
