@@ -272,6 +272,18 @@ fail:
     return NULL;
 }
 
+/* Installs ctx (NULL: none) as the context of new connections and drops the
+ * process's reference to the old one (its connections keep theirs). */
+static void tls__swap(SSL_CTX *ctx)
+{
+    uv_mutex_lock(&net__tls_lock);
+    SSL_CTX *old = net__tls_ctx;
+    net__tls_ctx = ctx;
+    uv_mutex_unlock(&net__tls_lock);
+    SSL_CTX_free(old);
+    atomic_store(&net__tls_enabled, ctx != NULL);
+}
+
 static double tls__handshakes_read(void) { return (double)atomic_load(&net__tls_handshakes); }
 static double tls__failures_read(void) { return (double)atomic_load(&net__tls_failures); }
 
@@ -291,12 +303,7 @@ int net_tls_init(const char *cert, const char *key, char *err, size_t errlen)
                            "TLS connections that failed or closed before the handshake completed.",
                            tls__failures_read);
     }
-    uv_mutex_lock(&net__tls_lock);
-    SSL_CTX *old = net__tls_ctx;
-    net__tls_ctx = ctx;
-    uv_mutex_unlock(&net__tls_lock);
-    SSL_CTX_free(old);
-    atomic_store(&net__tls_enabled, 1);
+    tls__swap(ctx);
     return 0;
 }
 
@@ -313,13 +320,7 @@ int net_tls_on(void) { return atomic_load_explicit(&net__tls_enabled, memory_ord
 
 void net_tls_free(void)
 {
-    if (!net__tls_lock_ready) return;
-    uv_mutex_lock(&net__tls_lock);
-    SSL_CTX *old = net__tls_ctx;
-    net__tls_ctx = NULL;
-    uv_mutex_unlock(&net__tls_lock);
-    SSL_CTX_free(old);
-    atomic_store(&net__tls_enabled, 0);
+    if (net__tls_lock_ready) tls__swap(NULL);
 }
 
 int net__tls_attach(conn_t *c)
