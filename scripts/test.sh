@@ -133,6 +133,9 @@ if build release all unit; then
     scripts/pg-test.sh scripts/redis-test.sh
   cluster build/sori "cluster (release)"
   e2e build/sori "browser (release)"
+  export SORI_TEST_TLS=1  # the browser client over https:// and wss://
+  e2e build/sori "browser over TLS (release)"
+  unset SORI_TEST_TLS
 fi
 if [ "${SORI_TEST_QUICK:-0}" != 1 ]; then
   if build asan all unit; then

@@ -11,7 +11,7 @@
 // Run: node --test tests/e2e/   (SORI_BIN selects the binary, default build/sori)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -26,6 +26,11 @@ const SLOW = /\/(asan|tsan)\//.test(BIN) ? 3 : 1;
 const T = 10000 * SLOW;
 const ARTIFACTS = path.join(ROOT, 'tests/e2e/artifacts');
 
+// SORI_TEST_TLS=1: the server speaks TLS (--tls-cert, a self-signed
+// certificate made here) and the pages load over https://, so the client
+// connects with wss:// (the browser trusts nothing: ignoreHTTPSErrors).
+const TLS = process.env.SORI_TEST_TLS === '1';
+let tlsArgs = [];
 let server = null;
 let port = 0;
 let dataDir = '';
@@ -48,7 +53,7 @@ function startServer() {
   return new Promise((resolve, reject) => {
     const p = spawn(BIN, ['serve', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir,
                           '--web-dir', path.join(ROOT, 'web'), '--workers', '2',
-                          '--signup-rate-ip', '1000', '--login-rate-ip', '1000'],
+                          '--signup-rate-ip', '1000', '--login-rate-ip', '1000', ...tlsArgs],
                     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SORI_SECRET: 'e2e-secret-'.padEnd(40, 'x') } });
     let out = '';
     let err = '';
@@ -56,7 +61,7 @@ function startServer() {
     const timer = setTimeout(() => reject(new Error('sori did not start: ' + err)), T);
     p.stdout.on('data', (d) => {
       out += d;
-      if (out.includes('serving http://')) {
+      if (out.includes(TLS ? 'serving https://' : 'serving http://')) {
         clearTimeout(timer);
         p.stderrText = () => err;
         resolve(p);
@@ -77,6 +82,15 @@ function stopServer(p) {
 
 before(async () => {
   dataDir = mkdtempSync(path.join(tmpdir(), 'sori-e2e-'));
+  if (TLS) {
+    const cert = path.join(dataDir, 'tls.crt');
+    const key = path.join(dataDir, 'tls.key');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+                             '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1',
+                             '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    tlsArgs = ['--tls-cert', cert, '--tls-key', key];
+    process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0'; // this file's own fetch() calls, to 127.0.0.1 only
+  }
   port = await freePort();
   server = await startServer();
   browser = await chromium.launch({
@@ -98,11 +112,11 @@ after(async () => {
   assert.equal(code, 0, 'sori exit code');
 });
 
-const url = () => `http://127.0.0.1:${port}/`;
+const url = () => `${TLS ? 'https' : 'http'}://127.0.0.1:${port}/`;
 
 // A person: a browser context with its own storage, signed up under `who`.
 async function person(who) {
-  const ctx = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  const ctx = await browser.newContext({ ignoreHTTPSErrors: TLS, viewport: { width: 1100, height: 720 } });
   const page = await ctx.newPage();
   page.alerts = [];
   page.on('dialog', (d) => { page.alerts.push(d.message()); d.dismiss(); });
@@ -321,7 +335,7 @@ test('a server restart during a conversation loses nothing and doubles nothing',
 });
 
 test('phone width: the room list is behind a button and the composer fits', async () => {
-  const ctx = await browser.newContext({ viewport: { width: 375, height: 700 } });
+  const ctx = await browser.newContext({ ignoreHTTPSErrors: TLS, viewport: { width: 375, height: 700 } });
   const page = await ctx.newPage();
   await page.goto(url());
   await page.getByRole('button', { name: 'Sign up' }).click();
