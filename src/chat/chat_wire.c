@@ -6,8 +6,9 @@
  * - "sori:state": 's' + [{"k": op, ...}, ...] or 'u' + user + '\n' + JSON;
  * - "chatroom-<room>": a message's JSON, which begins {"type":"message",
  *   (chat__msg_encode), or an event's JSON object.
- * Invariants: a user name from the wire is 1..32 bytes before anything
- * creates a user for it; an upload id is under 65 bytes.
+ * Invariants: a user name from the wire is 1..32 bytes (and, framed by
+ * '\n', NUL-free) before anything looks a user up or creates one for it;
+ * an upload id is under 65 bytes.
  */
 #include "chat/chat_wire.h"
 #include "util/err.h"
@@ -27,6 +28,8 @@ int chat_wire_classify(const char *channel, const char *data, size_t len, chat_w
         const char *nl = memchr(p->body, '\n', p->body_len);
         if (!nl || nl == p->body || (size_t)(nl - p->body) > CHAT_WIRE_USER_MAX) return CHAT_WIRE_NONE;
         size_t n = (size_t)(nl - p->body);
+        /* A NUL would cut the name: the event would go to another user. */
+        if (memchr(p->body, '\0', n)) return CHAT_WIRE_NONE;
         memcpy(p->user, p->body, n);
         p->user[n] = 0;
         p->body_len -= n + 1;

@@ -26,7 +26,7 @@ enum {
 typedef struct {
     int kind;
     const char *room;      /* room payloads: the id (a suffix of channel) */
-    char user[CHAT_WIRE_USER_MAX + 1]; /* user events: the user, 1..32 bytes */
+    char user[CHAT_WIRE_USER_MAX + 1]; /* user events: the user, 1..32 bytes, no NUL */
     const char *body;      /* the JSON part, borrowed from data */
     size_t body_len;
 } chat_wire_payload_t;
