@@ -130,6 +130,26 @@ static void test_load_buffer(void **state)
     config_free(&c);
 }
 
+static void test_file_too_large(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/sori-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    static char line[1024];
+    memset(line, '#', sizeof line - 1);
+    line[sizeof line - 1] = '\n';
+    for (int i = 0; i <= 1024; i++) assert_int_equal(write(fd, line, sizeof line), (int)sizeof line);
+    close(fd);
+    sori_config_t c;
+    char err[256];
+    config_defaults(&c);
+    assert_int_equal(config_load_file(&c, path, err, sizeof err), SORI_EINVAL);
+    assert_non_null(strstr(err, "larger than"));
+    config_free(&c);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -138,6 +158,7 @@ int main(void)
         cmocka_unit_test(test_bad_values_name_the_flag),
         cmocka_unit_test(test_file_then_flags),
         cmocka_unit_test(test_load_buffer),
+        cmocka_unit_test(test_file_too_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
