@@ -47,39 +47,39 @@ int chat_wire_classify(const char *channel, const char *data, size_t len, chat_w
     return p->kind = CHAT_WIRE_NONE;
 }
 
-static const char *wire__str(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
-static int64_t wire__int(json_t *o, const char *key) { return json_integer_value(json_object_get(o, key)); }
+static const char *chat__wire_str(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
+static int64_t chat__wire_int(json_t *o, const char *key) { return json_integer_value(json_object_get(o, key)); }
 
-static int wire__user_ok(const char *s) { return s && strlen(s) <= CHAT_WIRE_USER_MAX; }
+static int chat__wire_user_ok(const char *s) { return s && strlen(s) <= CHAT_WIRE_USER_MAX; }
 
 int chat_wire_op_decode(json_t *o, chat_wire_op_t *op)
 {
     memset(op, 0, sizeof *op);
-    const char *k = wire__str(o, "k");
+    const char *k = chat__wire_str(o, "k");
     if (!k) return SORI_EINVAL;
-    op->created_at = wire__int(o, "created_at");
+    op->created_at = chat__wire_int(o, "created_at");
     if (!strcmp(k, "user") || !strcmp(k, "account")) {
         op->k = k[0] == 'u' ? CHAT_WIRE_OP_USER : CHAT_WIRE_OP_ACCOUNT;
-        op->name = wire__str(o, "name");
-        op->pw_hash = wire__str(o, "pw_hash");
-        return wire__user_ok(op->name) ? 0 : SORI_EINVAL;
+        op->name = chat__wire_str(o, "name");
+        op->pw_hash = chat__wire_str(o, "pw_hash");
+        return chat__wire_user_ok(op->name) ? 0 : SORI_EINVAL;
     }
     if (!strcmp(k, "upload")) {
         op->k = CHAT_WIRE_OP_UPLOAD;
-        op->id = wire__str(o, "id");
-        op->type = wire__str(o, "type");
-        op->user = wire__str(o, "user");
-        if (!wire__user_ok(op->user)) op->user = NULL; /* no owner rather than a cut name */
-        op->size = wire__int(o, "size");
+        op->id = chat__wire_str(o, "id");
+        op->type = chat__wire_str(o, "type");
+        op->user = chat__wire_str(o, "user");
+        if (!chat__wire_user_ok(op->user)) op->user = NULL; /* no owner rather than a cut name */
+        op->size = chat__wire_int(o, "size");
         return op->id && op->type && strlen(op->id) < 65 ? 0 : SORI_EINVAL;
     }
     if (!strcmp(k, "room")) {
         op->k = CHAT_WIRE_OP_ROOM;
-        op->id = wire__str(o, "id");
-        const char *kind = wire__str(o, "kind");
+        op->id = chat__wire_str(o, "id");
+        const char *kind = chat__wire_str(o, "kind");
         if (!op->id || !kind) return SORI_EINVAL;
         op->kind = !strcmp(kind, "public") ? 'p' : !strcmp(kind, "dm") ? 'd' : 'r';
-        op->title = wire__str(o, "title");
+        op->title = chat__wire_str(o, "title");
         return 0;
     }
     if (!strcmp(k, "member"))
@@ -90,27 +90,27 @@ int chat_wire_op_decode(json_t *o, chat_wire_op_t *op)
         op->k = CHAT_WIRE_OP_READ;
     else
         return SORI_EINVAL;
-    op->room = wire__str(o, "room");
-    op->user = wire__str(o, "user");
-    const char *role = wire__str(o, "role");
+    op->room = chat__wire_str(o, "room");
+    op->user = chat__wire_str(o, "user");
+    const char *role = chat__wire_str(o, "role");
     op->role = role && role[0] == 'o' ? 'o' : role && role[0] == 'a' ? 'a' : 'm';
-    op->seq = wire__int(o, "seq");
-    return op->room && wire__user_ok(op->user) ? 0 : SORI_EINVAL;
+    op->seq = chat__wire_int(o, "seq");
+    return op->room && chat__wire_user_ok(op->user) ? 0 : SORI_EINVAL;
 }
 
 int chat_wire_msg_decode(json_t *o, chat_wire_msg_t *m)
 {
     memset(m, 0, sizeof *m);
-    const char *ids = wire__str(o, "id");
+    const char *ids = chat__wire_str(o, "id");
     json_t *text = json_object_get(o, "text");
-    m->from = wire__str(o, "from");
-    m->seq = wire__int(o, "seq");
+    m->from = chat__wire_str(o, "from");
+    m->seq = chat__wire_int(o, "seq");
     if (!ids || !m->from || !json_is_string(text) || m->seq <= 0) return SORI_EINVAL;
     m->id = strtoull(ids, NULL, 10);
-    m->ts = wire__int(o, "ts");
+    m->ts = chat__wire_int(o, "ts");
     m->text = json_string_value(text);
     m->text_len = json_string_length(text);
-    m->cid = wire__str(o, "cid");
+    m->cid = chat__wire_str(o, "cid");
     m->attachments = json_object_get(o, "attachments");
     m->mentions = json_object_get(o, "mentions");
     return 0;
