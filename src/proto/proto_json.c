@@ -166,10 +166,10 @@ static const struct {
     const char *name;
     int type;
 } json__types[] = {
-    {"ping", PJ_PING},       {"join", PJ_JOIN},         {"leave", PJ_LEAVE},   {"part", PJ_PART},
-    {"send", PJ_SEND},       {"dm", PJ_DM},             {"history", PJ_HISTORY}, {"rooms", PJ_ROOMS},
-    {"create", PJ_CREATE},   {"invite", PJ_INVITE},     {"kick", PJ_KICK},     {"role", PJ_ROLE},
-    {"members", PJ_MEMBERS}, {"read", PJ_READ},         {"search", PJ_SEARCH}, {"typing", PJ_TYPING},
+    {"ping", PJ_PING},       {"join", PJ_JOIN},       {"leave", PJ_LEAVE},     {"part", PJ_PART},
+    {"send", PJ_SEND},       {"dm", PJ_DM},           {"history", PJ_HISTORY}, {"rooms", PJ_ROOMS},
+    {"create", PJ_CREATE},   {"invite", PJ_INVITE},   {"kick", PJ_KICK},       {"role", PJ_ROLE},
+    {"members", PJ_MEMBERS}, {"read", PJ_READ},       {"search", PJ_SEARCH},   {"typing", PJ_TYPING},
     {"presence", PJ_PRESENCE},
 };
 
