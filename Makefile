@@ -71,10 +71,12 @@ fuzz-build:
 	$(MAKE) VARIANT=fuzz fuzz-bins
 fuzz-bins: $(FUZZ_BINS)
 
-# Runs every libFuzzer target for FUZZ_SECONDS (default 60) each.
+# Runs every libFuzzer target (or those in FUZZ_TARGETS) for FUZZ_SECONDS
+# (default 60) each; FUZZ_MERGE=1 merges new coverage into tests/fuzz/corpus.
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
 fuzz: fuzz-build
-	scripts/fuzz.sh $(FUZZ_SECONDS)
+	scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 deps:
 	@scripts/deps.sh

@@ -130,6 +130,7 @@ chat_room_t *chat__room_create(const char *id, char kind, const char *title, int
 chat_user_t *chat__user_get(const char *name, int create)
 {
     size_t n = strlen(name);
+    if (n > CHAT_USER_MAX) return NULL; /* never a user: u->name would cut it, apart from its key */
     uv_rwlock_rdlock(&chat__g.users_lock);
     chat_user_t *u = map_get(&chat__g.users, name, n);
     uv_rwlock_rdunlock(&chat__g.users_lock);

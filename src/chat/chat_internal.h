@@ -195,6 +195,8 @@ chat_room_t *chat__room_get(const char *id);
  * tells which. NULL on allocation failure. */
 chat_room_t *chat__room_create(const char *id, char kind, const char *title, int64_t created_at,
                                int *created);
+/* The user named name, created when create is set; NULL when absent (not
+ * created), on allocation failure, or when name is over CHAT_USER_MAX bytes. */
 chat_user_t *chat__user_get(const char *name, int create);
 /* fn for every user, under the users table's read lock (fn takes no table lock). */
 void chat__users_foreach(void (*fn)(const char *k, size_t kl, void *v, void *arg), void *arg);

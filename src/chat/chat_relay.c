@@ -33,6 +33,8 @@
  * Payloads: on a room's channel the message's or event's JSON as clients
  * get it (a message's begins {"type":"message",); on "sori:state", 's' + a JSON
  * array of committed state ops, 'u' + user name + '\n' + a user event's JSON.
+ * What arrives is framed and decoded by the pure functions of chat_wire.c
+ * (fuzzed by tests/fuzz/fuzz_relay.c); this file applies the result.
  *
  * Threads: store writer threads (commits), the reader thread (fills), the
  * bus thread (remote traffic) and this module's timer thread; none blocks.
@@ -43,6 +45,7 @@
  */
 #include "bus/bus.h"
 #include "chat/chat_internal.h"
+#include "chat/chat_wire.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/metrics.h"
@@ -57,7 +60,7 @@
 #define RELAY_SUB_FILL_MS 200  /* after a channel is subscribed: one read of what raced it */
 #define RELAY_HELD_MAX 4096    /* held messages per room; beyond, they are read from the store */
 #define RELAY_FILL_PAGE 500
-#define RELAY_STATE_CHANNEL "sori:state"
+#define RELAY_STATE_CHANNEL CHAT_WIRE_STATE_CHANNEL
 
 
 /* ---- publishing ---- */
@@ -308,20 +311,15 @@ static void chat__relay_learn_idem(const chat_msg_t *m)
 /* A message object (the event JSON) to a committed message of room r. */
 static chat_msg_t *chat__relay_msg_from_obj(chat_room_t *r, json_t *o)
 {
-    const char *ids = json_string_value(json_object_get(o, "id"));
-    const char *from = json_string_value(json_object_get(o, "from"));
-    json_t *text = json_object_get(o, "text");
-    json_int_t seq = json_integer_value(json_object_get(o, "seq"));
-    if (!ids || !from || !json_is_string(text) || seq <= 0) return NULL;
+    chat_wire_msg_t w;
+    if (chat_wire_msg_decode(o, &w)) return NULL;
     json_t *meta = json_object();
-    json_t *at = json_object_get(o, "attachments"), *men = json_object_get(o, "mentions");
+    json_t *at = w.attachments, *men = w.mentions;
     if (at) json_object_set(meta, "attachments", at);
     if (men) json_object_set(meta, "mentions", men);
     char *metas = json_object_size(meta) ? json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(meta);
-    chat_msg_t *m = chat__msg_new(r, strtoull(ids, NULL, 10), seq, json_integer_value(json_object_get(o, "ts")),
-                                  from, json_string_value(text), json_string_length(text),
-                                  json_string_value(json_object_get(o, "cid")), metas);
+    chat_msg_t *m = chat__msg_new(r, w.id, w.seq, w.ts, w.from, w.text, w.text_len, w.cid, metas);
     free(metas);
     if (!m) return NULL;
     m->committed = 1;
@@ -632,72 +630,55 @@ static int chat__relay_state_pub(const store_op_t *ops, size_t n, void (*done)(v
     return rc;
 }
 
-static char chat__relay_role(const char *role)
-{
-    return role && role[0] == 'o' ? 'o' : role && role[0] == 'a' ? 'a' : 'm';
-}
-
 static void chat__relay_apply_op(json_t *o)
 {
-    const char *k = json_string_value(json_object_get(o, "k"));
-    if (!k) return;
-    if (!strcmp(k, "user") || !strcmp(k, "account")) {
-        const char *name = json_string_value(json_object_get(o, "name"));
-        if (!name || strlen(name) > CHAT_USER_MAX) return;
-        chat_user_t *u = chat__user_get(name, 1);
+    chat_wire_op_t op;
+    if (chat_wire_op_decode(o, &op)) return;
+    if (op.k == CHAT_WIRE_OP_USER || op.k == CHAT_WIRE_OP_ACCOUNT) {
+        chat_user_t *u = chat__user_get(op.name, 1);
         if (!u) return;
         uv_mutex_lock(&u->lock);
-        if (!u->created_at) u->created_at = json_integer_value(json_object_get(o, "created_at"));
-        const char *h = json_string_value(json_object_get(o, "pw_hash"));
-        if (h) {
-            char *c = strdup(h);
+        if (!u->created_at) u->created_at = op.created_at;
+        if (op.pw_hash) {
+            char *c = strdup(op.pw_hash);
             if (c) free(u->pw_hash), u->pw_hash = c;
         }
         uv_mutex_unlock(&u->lock);
         atomic_store(&u->known, 1);
         return;
     }
-    if (!strcmp(k, "upload")) {
-        const char *id = json_string_value(json_object_get(o, "id")), *type = json_string_value(json_object_get(o, "type"));
-        const char *user = json_string_value(json_object_get(o, "user"));
-        chat_user_t *u = user ? chat__user_get(user, 1) : NULL;
-        if (!id || !type || strlen(id) >= 65) return;
+    if (op.k == CHAT_WIRE_OP_UPLOAD) {
+        chat_user_t *u = op.user ? chat__user_get(op.user, 1) : NULL;
         uv_mutex_lock(&chat__g.uploads_lock);
-        chat__upload_link(id, type, json_integer_value(json_object_get(o, "size")),
-                          json_integer_value(json_object_get(o, "created_at")), u, NULL);
+        chat__upload_link(op.id, op.type, op.size, op.created_at, u, NULL);
         uv_mutex_unlock(&chat__g.uploads_lock);
         return;
     }
-    if (!strcmp(k, "room")) {
-        const char *id = json_string_value(json_object_get(o, "id")), *kind = json_string_value(json_object_get(o, "kind"));
-        if (!id || !kind || !chat_valid_room(id)) return;
+    if (op.k == CHAT_WIRE_OP_ROOM) {
+        if (!chat_valid_room(op.id)) return;
         int created;
-        chat__room_create(id, !strcmp(kind, "public") ? 'p' : !strcmp(kind, "dm") ? 'd' : 'r',
-                          json_string_value(json_object_get(o, "title")),
-                          json_integer_value(json_object_get(o, "created_at")), &created);
+        chat__room_create(op.id, op.kind, op.title, op.created_at, &created);
         return;
     }
-    const char *room = json_string_value(json_object_get(o, "room")), *user = json_string_value(json_object_get(o, "user"));
-    chat_room_t *r = room ? chat__room_get(room) : NULL;
-    chat_user_t *u = user && strlen(user) <= CHAT_USER_MAX ? chat__user_get(user, 1) : NULL;
+    chat_room_t *r = chat__room_get(op.room);
+    chat_user_t *u = chat__user_get(op.user, 1);
     if (!r || !u) return;
     atomic_store(&u->known, 1);
-    if (!strcmp(k, "member")) {
-        char role = chat__relay_role(json_string_value(json_object_get(o, "role")));
-        int added = chat__add_member(r, u, role, NULL, 0);
+    if (op.k == CHAT_WIRE_OP_MEMBER) {
+        int added = chat__add_member(r, u, op.role, NULL, 0);
         if (added == 0) { /* a role change */
             uv_mutex_lock(&r->lock);
             chat_member_t *m = map_get(&r->members, u->name, strlen(u->name));
-            if (m) m->role = role;
+            if (m) m->role = op.role;
             uv_mutex_unlock(&r->lock);
         }
         /* as on the origin: every connection of a dm's member has the room */
         if (added == 1 && r->kind == 'd') chat__user_subscribe(u, r, 1);
-    } else if (!strcmp(k, "member_del")) {
+    } else if (op.k == CHAT_WIRE_OP_MEMBER_DEL) {
         chat__del_member(r, u);
         chat__user_subscribe(u, r, 0);
-    } else if (!strcmp(k, "read")) {
-        int64_t seq = json_integer_value(json_object_get(o, "seq"));
+    } else if (op.k == CHAT_WIRE_OP_READ) {
+        int64_t seq = op.seq;
         uv_mutex_lock(&r->lock);
         chat_member_t *m = map_get(&r->members, u->name, strlen(u->name));
         if (m && seq > m->last_read) {
@@ -710,18 +691,17 @@ static void chat__relay_apply_op(json_t *o)
 
 /* ---- remote traffic (bus thread) ---- */
 
-static void chat__relay_room_message(chat_room_t *r, char kind, const char *data, size_t len)
+static void chat__relay_room_message(chat_room_t *r, const chat_wire_payload_t *p)
 {
-    if (kind == 'e') {
-        chat_msg_t *ev = chat__event_text_new(data, len);
+    if (p->kind == CHAT_WIRE_ROOM_EVENT) {
+        chat_msg_t *ev = chat__event_text_new(p->body, p->body_len);
         if (!ev) return;
         ev->room = r;
         chat__publish(r, ev); /* to every local subscriber (events need no lock) */
         chat__msg_unref(ev);
         return;
     }
-    if (kind != 'm') return;
-    json_t *o = json_loadb(data, len, 0, NULL);
+    json_t *o = json_loadb(p->body, p->body_len, 0, NULL);
     chat_msg_t *m = o ? chat__relay_msg_from_obj(r, o) : NULL;
     json_decref(o);
     if (!m) {
@@ -733,24 +713,18 @@ static void chat__relay_room_message(chat_room_t *r, char kind, const char *data
     chat__msg_unref(m);
 }
 
-static void chat__relay_state_message(char kind, const char *data, size_t len)
+static void chat__relay_state_message(const chat_wire_payload_t *p)
 {
-    if (kind == 'u') {
-        const char *nl = memchr(data, '\n', len);
-        if (!nl || nl == data || (size_t)(nl - data) > CHAT_USER_MAX) return;
-        char name[CHAT_USER_MAX + 1];
-        memcpy(name, data, (size_t)(nl - data));
-        name[nl - data] = 0;
-        chat_user_t *u = chat__user_get(name, 0);
+    if (p->kind == CHAT_WIRE_USER_EVENT) {
+        chat_user_t *u = chat__user_get(p->user, 0);
         if (!u) return;
-        chat_msg_t *ev = chat__event_text_new(nl + 1, len - (size_t)(nl + 1 - data));
+        chat_msg_t *ev = chat__event_text_new(p->body, p->body_len);
         if (!ev) return;
         chat__user_event_local(u, ev);
         chat__msg_unref(ev);
         return;
     }
-    if (kind != 's') return;
-    json_t *a = json_loadb(data, len, 0, NULL);
+    json_t *a = json_loadb(p->body, p->body_len, 0, NULL);
     size_t i;
     json_t *o;
     json_array_foreach(a, i, o) chat__relay_apply_op(o);
@@ -760,16 +734,19 @@ static void chat__relay_state_message(char kind, const char *data, size_t len)
 void chat__relay_on_message(int origin, const char *channel, const char *data, size_t len)
 {
     (void)origin;
-    if (!len) return;
-    if (!strcmp(channel, RELAY_STATE_CHANNEL)) {
-        chat__relay_state_message(data[0], data + 1, len - 1);
-    } else if (!strncmp(channel, "chatroom-", 9)) {
-        chat_room_t *r = chat__room_get(channel + 9);
-        /* a message's JSON begins so (chat__msg_encode); anything else is an event */
-        static const char msg_head[] = "{\"type\":\"message\",";
-        char kind = len > sizeof msg_head - 1 && !memcmp(data, msg_head, sizeof msg_head - 1) ? 'm' : 'e';
+    chat_wire_payload_t p;
+    switch (chat_wire_classify(channel, data, len, &p)) {
+    case CHAT_WIRE_STATE:
+    case CHAT_WIRE_USER_EVENT:
+        chat__relay_state_message(&p);
+        break;
+    case CHAT_WIRE_ROOM_MESSAGE:
+    case CHAT_WIRE_ROOM_EVENT: {
         /* no room: its state notice is late, and the room's first join reads the store */
-        if (r && (kind == 'm' || data[0] == '{')) chat__relay_room_message(r, kind, data, len);
+        chat_room_t *r = chat__room_get(p.room);
+        if (r) chat__relay_room_message(r, &p);
+        break;
+    }
     }
 }
 

@@ -29,6 +29,9 @@
  * validates all of it, and compares it with the previous parse (config__last,
  * not with sori_config, which main changed, e.g. the secret it generated):
  * nothing is stored unless the whole file is good. At most 16 hooks.
+ * Config files go through config_load_buffer, a pure parser over the
+ * caller's bytes (lines up to 4095 bytes, files up to 1 MiB), which is also
+ * the fuzz target's entry point.
  */
 #include "util/config.h"
 #include "util/err.h"
@@ -270,6 +273,57 @@ static char *config__trim(char *s)
     return s;
 }
 
+/* The longest config file line (without its newline) and file accepted. */
+#define CONFIG_LINE_MAX 4095
+#define CONFIG_FILE_MAX (1 << 20)
+
+int config_load_buffer(sori_config_t *c, const char *data, size_t len, const char *origin, char *err,
+                       size_t errlen)
+{
+    char line[CONFIG_LINE_MAX + 1];
+    int lineno = 0;
+    size_t pos = 0;
+    while (pos < len) {
+        const char *nl = memchr(data + pos, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - (data + pos)) : len - pos;
+        lineno++;
+        if (n > CONFIG_LINE_MAX) {
+            snprintf(err, errlen, "%s:%d: line longer than %d bytes", origin, lineno, CONFIG_LINE_MAX);
+            return SORI_EINVAL;
+        }
+        /* A NUL byte ends the line's text, as it would in a C string. */
+        memcpy(line, data + pos, n);
+        line[n] = 0;
+        pos += n + (nl != NULL);
+        char *hash = strchr(line, '#');
+        if (hash) *hash = 0;
+        char *s = config__trim(line);
+        if (!*s) continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s:%d: expected `name = value`", origin, lineno);
+            return SORI_EINVAL;
+        }
+        *eq = 0;
+        char *name = config__trim(s), *value = config__trim(eq + 1);
+        if (!strcmp(name, "config")) {
+            snprintf(err, errlen, "%s:%d: `config` cannot be set in a config file", origin, lineno);
+            return SORI_EINVAL;
+        }
+        char sub[256];
+        int rc = config_set(c, name, value, sub, sizeof sub);
+        if (rc == SORI_ENOMEM) {
+            snprintf(err, errlen, "%s:%d: out of memory", origin, lineno);
+            return rc;
+        }
+        if (rc) {
+            snprintf(err, errlen, "%s:%d: %s", origin, lineno, sub);
+            return SORI_EINVAL;
+        }
+    }
+    return 0;
+}
+
 int config_load_file(sori_config_t *c, const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
@@ -277,34 +331,24 @@ int config_load_file(sori_config_t *c, const char *path, char *err, size_t errle
         snprintf(err, errlen, "--config: cannot open %s: %s", path, strerror(errno));
         return SORI_EINVAL;
     }
-    char line[4096];
-    int lineno = 0, rc = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        char *hash = strchr(line, '#');
-        if (hash) *hash = 0;
-        char *s = config__trim(line);
-        if (!*s) continue;
-        char *eq = strchr(s, '=');
-        if (!eq) {
-            snprintf(err, errlen, "%s:%d: expected `name = value`", path, lineno);
-            rc = SORI_EINVAL;
-            break;
-        }
-        *eq = 0;
-        char *name = config__trim(s), *value = config__trim(eq + 1);
-        if (!strcmp(name, "config")) {
-            snprintf(err, errlen, "%s:%d: `config` cannot be set in a config file", path, lineno);
-            rc = SORI_EINVAL;
-            break;
-        }
-        char sub[256];
-        if (config_set(c, name, value, sub, sizeof sub)) {
-            snprintf(err, errlen, "%s:%d: %s", path, lineno, sub);
-            rc = SORI_EINVAL;
-            break;
-        }
+    char *data = malloc(CONFIG_FILE_MAX + 1);
+    if (!data) {
+        fclose(f);
+        snprintf(err, errlen, "--config: out of memory");
+        return SORI_ENOMEM;
     }
+    size_t len = fread(data, 1, CONFIG_FILE_MAX + 1, f);
+    int rc;
+    if (ferror(f)) {
+        snprintf(err, errlen, "--config: cannot read %s", path);
+        rc = SORI_EINVAL;
+    } else if (len > CONFIG_FILE_MAX) {
+        snprintf(err, errlen, "--config: %s is larger than %d bytes", path, CONFIG_FILE_MAX);
+        rc = SORI_EINVAL;
+    } else {
+        rc = config_load_buffer(c, data, len, path, err, errlen);
+    }
+    free(data);
     fclose(f);
     return rc;
 }

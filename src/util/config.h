@@ -106,8 +106,18 @@ void config_free(sori_config_t *c);
  */
 int config_parse_args(sori_config_t *c, int argc, char **argv, char *err, size_t errlen);
 
-/* Applies a config file of `name = value` lines ('#' starts a comment). */
+/* Applies a config file of `name = value` lines ('#' starts a comment):
+ * reads it whole (at most 1 MiB) and hands it to config_load_buffer. */
 int config_load_file(sori_config_t *c, const char *path, char *err, size_t errlen);
+/*
+ * Applies the config file text data[0..len) (borrowed; any bytes, no NUL
+ * needed), lines separated by '\n', each blank, a comment or `name = value`
+ * (at most 4095 bytes; a NUL byte ends a line's text). Stops at the first
+ * bad line: SORI_EINVAL with "origin:line: why" in err, or SORI_ENOMEM.
+ * Options set before the bad line stay set.
+ */
+int config_load_buffer(sori_config_t *c, const char *data, size_t len, const char *origin, char *err,
+                       size_t errlen);
 
 /* Sets one option by name from a string, with its type and bounds checked. */
 int config_set(sori_config_t *c, const char *name, const char *value, char *err, size_t errlen);

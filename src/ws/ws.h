@@ -15,6 +15,7 @@
 #include "util/buf.h"
 #include "ws/ws_deflate.h"
 #include "ws/ws_frame.h"
+#include "ws/ws_reader.h"
 #include "ws/ws_utf8.h"
 
 typedef struct ws_conn ws_conn_t;
@@ -47,18 +48,10 @@ struct ws_conn {
     conn_t *c;
     const ws_app_t *app;
     void *app_data;
-    ws_frame_t f;         /* the frame being read */
-    uint64_t f_got;       /* payload bytes of f read so far */
-    buf_t msg;            /* message being reassembled */
-    ws_utf8_t utf8;       /* incremental check of an uncompressed text message */
+    ws_reader_t rd;       /* frames and message assembly (ws_reader.c) */
     uint64_t last_seen;   /* worker ms (uv_now) of the last bytes from the peer */
-    uint8_t in_frame;     /* 1 while reading f's payload */
-    uint8_t msg_op;       /* opcode of the message in progress, 0 if none */
-    uint8_t msg_deflated; /* RSV1 on its first frame */
     uint8_t state;        /* WS_OPEN, WS_CLOSE_SENT, WS_CLOSED */
     uint8_t deflate_bits; /* 0: no deflate; else our window bits (9..15) */
-    uint8_t ctrl_len;
-    uint8_t *ctrl;        /* control frame payload (≤ 125 bytes), only while one is read */
 };
 
 typedef struct {

@@ -8,12 +8,16 @@
  * checked) and the head parses alone to the same length; an error stays an
  * error when more bytes follow. On success it drives every helper over the
  * parsed slices: header lookup, token lists, Content-Length, query lookup
- * and percent-decoding of the path, checking their results too.
+ * and percent-decoding of the path, checking their results too, and the
+ * WebSocket upgrade checks (ws_handshake_check: Origin allow-list,
+ * sub-protocols, the key and permessage-deflate offers).
  * libFuzzer hands over an exactly-sized heap copy, so ASan sees any read
  * past `len`.
  */
 #include "http/http_parse.h"
+#include "util/config.h"
 #include "util/err.h"
+#include "ws/ws.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -173,5 +177,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_decode(req.path, 0);
     check_decode(req.query, 1);
     (void)http_status_text((int)(size & 0x3ff));
+
+    /* the WebSocket upgrade checks (ws_handshake_check), with and without
+     * an Origin allow-list and deflate, picked by the input's length */
+    static const char *const protos[] = {"v12.stomp", "v11.stomp", "v10.stomp", "json", NULL};
+    sori_config.allowed_origins = (size & 1) ? (char *)" https://a.example , http://b:8080," : NULL;
+    sori_config.ws_deflate = (size & 2) != 0;
+    ws_handshake_t hs;
+    const char *msg = NULL;
+    int st = ws_handshake_check(&req, protos, &hs, &msg);
+    if (st == 0) {
+        CHECK(strlen(hs.accept) == 28 && hs.accept[27] == '=');
+        CHECK(memchr(hs.extensions, '\0', sizeof hs.extensions) != NULL);
+        CHECK(!hs.deflate.enabled || (sori_config.ws_deflate && hs.extensions[0]));
+        if (hs.subprotocol) {
+            int known = 0;
+            for (size_t i = 0; protos[i]; i++) known |= hs.subprotocol == protos[i];
+            CHECK(known);
+        }
+    } else {
+        CHECK((st == 400 || st == 403 || st == 426) && msg && *msg);
+    }
     return 0;
 }

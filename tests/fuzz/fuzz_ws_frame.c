@@ -7,6 +7,9 @@
  * compressed (RSV1) messages through the inflater with a 1 MiB cap. The first
  * up to 200 bytes are also read as a Sec-WebSocket-Extensions value. Every
  * result is checked against the header contracts; a broken invariant aborts.
+ * The message bookkeeping here is this target's own model, for the codec's
+ * sake; the server's real message assembly (src/ws/ws_reader.c) is driven
+ * by fuzz_ws_reader.
  */
 #include "util/buf.h"
 #include "util/err.h"

@@ -195,6 +195,61 @@ static void test_reload(void **state)
     unlink(path);
 }
 
+static void test_load_buffer(void **state)
+{
+    (void)state;
+    sori_config_t c;
+    char err[256];
+    config_defaults(&c);
+    /* CRLF lines, no final newline, a string set twice (the first copy is
+     * freed), a size with a suffix. */
+    const char text[] = "secret = a\r\nsecret = b # note\r\n  \t\nout-limit = 8mb";
+    assert_int_equal(config_load_buffer(&c, text, sizeof text - 1, "t", err, sizeof err), 0);
+    assert_string_equal(c.secret, "b");
+    assert_int_equal(c.out_limit, 8 << 20);
+    /* A NUL byte ends the line's text; the next line still counts. */
+    const char nul[] = "port = 7002\0garbage\nworkers = 3\n";
+    assert_int_equal(config_load_buffer(&c, nul, sizeof nul - 1, "t", err, sizeof err), 0);
+    assert_int_equal(c.port, 7002);
+    assert_int_equal(c.workers, 3);
+    /* A line over 4095 bytes is an error naming its line, not two lines. */
+    size_t n = 5000;
+    char *big = malloc(n);
+    assert_non_null(big);
+    memcpy(big, "port = 1\nsecret = ", 18);
+    memset(big + 18, 'x', n - 18);
+    assert_int_equal(config_load_buffer(&c, big, n, "t", err, sizeof err), SORI_EINVAL);
+    assert_non_null(strstr(err, "t:2:"));
+    assert_int_equal(c.port, 1);
+    free(big);
+    /* `config` is refused; a value out of bounds names the option. */
+    assert_int_equal(config_load_buffer(&c, "config = x", 10, "t", err, sizeof err), SORI_EINVAL);
+    assert_int_equal(config_load_buffer(&c, "\n\nport = 65536", 15, "t", err, sizeof err), SORI_EINVAL);
+    assert_non_null(strstr(err, "t:3: --port"));
+    assert_int_equal(config_load_buffer(&c, "", 0, "t", err, sizeof err), 0);
+    config_free(&c);
+}
+
+static void test_file_too_large(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/sori-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    static char line[1024];
+    memset(line, '#', sizeof line - 1);
+    line[sizeof line - 1] = '\n';
+    for (int i = 0; i <= 1024; i++) assert_int_equal(write(fd, line, sizeof line), (int)sizeof line);
+    close(fd);
+    sori_config_t c;
+    char err[256];
+    config_defaults(&c);
+    assert_int_equal(config_load_file(&c, path, err, sizeof err), SORI_EINVAL);
+    assert_non_null(strstr(err, "larger than"));
+    config_free(&c);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -204,6 +259,8 @@ int main(void)
         cmocka_unit_test(test_bad_values_name_the_flag),
         cmocka_unit_test(test_file_then_flags),
         cmocka_unit_test(test_reload),
+        cmocka_unit_test(test_load_buffer),
+        cmocka_unit_test(test_file_too_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
