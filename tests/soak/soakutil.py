@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import base64
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,6 +30,10 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SORI_BIN = os.path.abspath(os.environ.get("SORI_BIN", os.path.join(ROOT, "build", "sori")))
+
+# websockets connections aborted on purpose (resets, crashes) leave tasks
+# that asyncio reports as "destroyed but pending" when a run ends: noise.
+logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 _live = []  # every SoriProcess started and not yet stopped
 
