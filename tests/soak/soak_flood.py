@@ -25,7 +25,7 @@ get (PROTOCOL.md section 5.6, OPERATIONS "Threads and limits"):
     bad_utf8        text frame with invalid UTF-8          close 1007
     oversize        64-bit length beyond --ws-max-message  close 1009
     truncated       frame head promising 1000 bytes, 10 sent, then FIN   TCP closed
-    garbage_ws      random bytes after the upgrade        a close frame (1002/1007/1009) or TCP closed
+    garbage_ws      random bytes after the upgrade, then FIN   a close frame (1002/1007/1009) or TCP closed
     bad_json        text frame "{not json"               error bad_request, connection stays open
     stomp_garbage   garbage frame on v12.stomp             STOMP ERROR, then closed
     http_garbage    random bytes + CRLFCRLF as a request  HTTP 400
@@ -223,6 +223,7 @@ async def attack(kind, port, src, name, timeout):
             c.w.write_eof()
         elif kind == "garbage_ws":
             c.w.write(os.urandom(random.randint(2, 200)))
+            c.w.write_eof()  # a frame head among the garbage may wait for more bytes: EOF ends it
         elif kind == "bad_json":
             c.w.write(build_frame(0x1, b"{not json"))
         elif kind == "stomp_garbage":
@@ -269,6 +270,12 @@ def attacker_proc(port, n_tasks, seconds, pause_ms, srcs, q, seed):
 
 
 # ---- normal clients (main process) ----
+
+def cpu_s(pid):
+    """user + system CPU seconds of pid"""
+    with open("/proc/%d/stat" % pid) as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 class Normal:
     def __init__(self, url, name, room):
@@ -344,7 +351,10 @@ async def run_normals(args, srv, sampler, on_phase):
     await asyncio.sleep(2)  # settle
     res["fd_base"] = sampler.now()[1]
     res["rss_base"] = sampler.now()[0]
+    c0 = cpu_s(srv.pid)
     await asyncio.sleep(args.baseline)
+    res["cpu_base"] = cpu_s(srv.pid)
+    res["cpu_baseline"] = res["cpu_base"] - c0
     for c in everyone:
         c.phase = "flood"
     await on_phase("flood")
@@ -359,7 +369,18 @@ async def run_normals(args, srv, sampler, on_phase):
     await on_phase("after")
     state["stop"] = 0
     sent = sum(await asyncio.gather(*send_tasks))
+    res["cpu_flood"] = cpu_s(srv.pid) - res["cpu_base"]
+    # cool-down: every attacker connection gone (the normal clients and
+    # the /metrics request stay), then the fds against the baseline
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        conns = await loop.run_in_executor(None, lambda: srv.metrics().get("sori_connections"))
+        if conns is not None and conns <= len(everyone) + 1:
+            break
+        await asyncio.sleep(0.5)
     await asyncio.sleep(2)
+    res["fd_final"] = min(sampler.now()[1] for _ in range(3))
     res["sent"] = sent
     res["clients"] = everyone
     for c in everyone:
@@ -380,7 +401,7 @@ def main():
     ap.add_argument("--interval-ms", type=float, default=20, help="each sender's message interval (20)")
     ap.add_argument("--p99-factor", type=float, default=10)
     ap.add_argument("--p99-floor-ms", type=float, default=50)
-    ap.add_argument("--p99-max-ms", type=float, default=250)
+    ap.add_argument("--p99-max-ms", type=float, default=500)
     ap.add_argument("--max-noanswer-pct", type=float, default=1.0)
     ap.add_argument("--fd-slack", type=int, default=4)
     ap.add_argument("--sources", type=int, default=4)
@@ -417,16 +438,7 @@ def main():
             except Exception:
                 results.append({"counts": [], "errors": {"no result from attacker": 1}})
             pr.join(10)
-        # cool-down: every attacker connection gone
-        deadline = time.monotonic() + 30
-        conns = None
-        while time.monotonic() < deadline:
-            conns = srv.metrics().get("sori_connections")
-            if conns is not None and conns <= 1:
-                break
-            time.sleep(0.5)
-        time.sleep(2)
-        fd_final = min(sampler.now()[1] for _ in range(3))
+        fd_final = res["fd_final"]
         sampler.stop()
         peak_rss, peak_fd = sampler.peak()
         alive = srv.alive()
@@ -484,6 +496,9 @@ def main():
                                                                           args.p99_floor_ms, args.p99_max_ms)),
             ("fds baseline/peak/final", "%d / %d / %d" % (res["fd_base"], peak_fd, fd_final)),
             ("RSS KiB baseline/peak", "%d / %d" % (res["rss_base"], peak_rss)),
+            ("server CPU baseline/flood", "%.0f%% / %.0f%% of one core" % (
+                100 * res["cpu_baseline"] / args.baseline, 100 * res["cpu_flood"] / (args.duration + 2))),
+            ("machine load (1 min)", os.getloadavg()[0]),
         ]
         rows += [(k, "", v) for k, v in checks.items()]
         table("soak_flood", rows)
