@@ -10,7 +10,8 @@ the server with SIGKILL (by its PID) at a random moment every
 database) and port, --cycles times. Clients reconnect (bounded backoff),
 re-join, and resend every unacked cid with the same cid: a message that
 was committed before the crash comes back with its first ack
-(idempotency), one that was not is stored now. After the last cycle the
+(idempotency), one that was not is stored now; each reconnect also
+repeats the last acked send, whose ack must be the first one. After the last cycle the
 senders stop, resend until every cid is acked (bounded), and a fresh
 client pages the room's whole history. Asserted:
   - every acked cid is in the history exactly once, with its acked seq and id
@@ -60,6 +61,8 @@ class Sender:
         self.acked = {}               # cid -> (seq, id)
         self.mismatch = []            # cids whose repeated ack differed
         self.reconnects = 0
+        self.resent = 0               # sends repeated with the same cid after a reconnect
+        self.repeat_acks = 0          # acks for a cid already acked (the idempotent path)
         self.errors = {}
         self.gave_up = False
         self.stop_new = False
@@ -91,6 +94,7 @@ class Sender:
         cid = f["ref"]
         got = (f["seq"], f["id"])
         if cid in self.acked:
+            self.repeat_acks += 1
             if self.acked[cid] != got:
                 self.mismatch.append((cid, self.acked[cid], got))
         else:
@@ -101,11 +105,18 @@ class Sender:
         """Sends until the connection drops (or, with stop_new, until all
         is acked). Returns True when everything is acked and stop_new."""
         inflight = set()
+        # after a reconnect, repeat the last acked send (same cid): its ack
+        # must be the first one, from the store of a restarted server
+        if self.acked and self.reconnects:
+            cid = max(self.acked, key=lambda c: int(c.rsplit("-", 1)[1]))
+            await ws.send(json.dumps({"type": "send", "room": ROOM, "cid": cid, "ref": cid, "text": "m %s" % cid}))
+            inflight.add(cid)
         # resend what a crash left unacked, same cid
         for cid in sorted(self.unacked, key=lambda c: int(c.rsplit("-", 1)[1])):
             await ws.send(json.dumps({"type": "send", "room": ROOM, "cid": cid, "ref": cid,
                                       "text": self.unacked[cid]}))
             inflight.add(cid)
+            self.resent += 1
         while True:
             while not self.stop_new and len(inflight) < self.window:
                 cid = "%s-%d" % (self.name, self.n)
@@ -294,6 +305,8 @@ def main():
             ("restart time s (mean/max)", "%.2f / %.2f" % (sum(k[1] for k in kills) / max(1, len(kills)),
                                                          max([k[1] for k in kills] or [0]))),
             ("reconnects", sum(s.reconnects for s in senders)),
+            ("unacked resent after reconnect / repeated acks (incl. 1 probe per reconnect)",
+             "%d / %d" % (sum(s.resent for s in senders), sum(s.repeat_acks for s in senders))),
             ("error replies", errs or "none"),
             ("lost / duplicated / wrong seq", "%d / %d / %d" % (len(lost), len(dup), len(wrong))),
         ]
