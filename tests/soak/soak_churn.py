@@ -20,7 +20,10 @@ taken after --warmup-waves waves and a quiet period (so the room rings,
 user records and glibc's arenas have reached their steady size), the final
 value after the churn and the same quiet period. Asserted:
   - fds: |final - baseline| <= --fd-slack (default 4)
-  - RSS: final <= baseline + max(--rss-slack-mib, --rss-slack-pct % of baseline)
+  - RSS: final <= baseline + max(--rss-slack-mib, --rss-slack-pct % of baseline),
+    and RSS after each wave of the second half of the churn at most
+    --half-slack-mib above the first wave of that half (a leak grows with
+    every wave; glibc's arenas level off)
   - no steady client lost, duplicated or reordered a message; every
     churner got its acks and its own messages; no connect failed.
 Prints a result table and exits 1 on any failure; the server is stopped by
@@ -416,6 +419,8 @@ def main():
     ap.add_argument("--fd-slack", type=int, default=4)
     ap.add_argument("--rss-slack-mib", type=float, default=8)
     ap.add_argument("--rss-slack-pct", type=float, default=10)
+    ap.add_argument("--half-slack-mib", type=float, default=4,
+                    help="RSS growth allowed over the second half of the churn waves (4)")
     ap.add_argument("--room-ring", type=int, default=32,
                     help="server --room-ring; the rings are filled before the warm-up (32)")
     ap.add_argument("--csv", help="write the RSS/fd samples here")
@@ -440,11 +445,17 @@ def main():
         fin_rss, fin_fd = res["final"]
         peak_rss, peak_fd = res["peak"]
         rss_allow = max(args.rss_slack_mib * 1024, base_rss * args.rss_slack_pct / 100.0)
+        # a leak grows with every wave; glibc's arenas settle: the second
+        # half of the churn must be flat
+        churn_pw = [r for r, _ in res["post_wave"][args.warmup_waves:]]
+        half = churn_pw[len(churn_pw) // 2:] if len(churn_pw) >= 4 else churn_pw
+        growth2 = (max(half) - half[0]) if half else 0
         alive = srv.alive()
         code = srv.stop()
         checks = {
             "fds back to baseline": abs(fin_fd - base_fd) <= args.fd_slack,
             "RSS back to baseline": fin_rss <= base_rss + rss_allow,
+            "RSS flat in the 2nd half": growth2 <= args.half_slack_mib * 1024,
             "steady: no gap/dup": sum(s.gaps + s.dups for s in steady) == 0,
             "steady: tail complete": res["tail_missing"] == 0,
             "steady: stayed connected": res["steady_dropped"] == 0,
@@ -473,10 +484,13 @@ def main():
             ("fds baseline/peak/final", "%d / %d / %d (slack %d)" % (base_fd, peak_fd, fin_fd, args.fd_slack),
              checks["fds back to baseline"]),
             ("RSS KiB after each wave", " ".join(str(r) for r, _ in res["post_wave"])),
+            ("RSS growth, 2nd half of churn", "%d KiB (allowed %d)" % (growth2, args.half_slack_mib * 1024),
+             checks["RSS flat in the 2nd half"]),
             ("server connections left", res["conns_left"]),
         ]
         rows += [(k, "", v) for k, v in checks.items() if k not in
-                 ("fds back to baseline", "RSS back to baseline", "connects: none failed")]
+                 ("fds back to baseline", "RSS back to baseline", "connects: none failed",
+                  "RSS flat in the 2nd half")]
         table("soak_churn", rows)
         for e in st.errors:
             print("  error:", e)
