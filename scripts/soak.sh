@@ -9,8 +9,9 @@
 #   crash     tests/soak/soak_crash.py  --cycles $SOAK_CRASH_CYCLES (20) on
 #             SQLite, on PostgreSQL (scripts/pg-test.sh) and a 2-node
 #             cluster (scripts/pg-test.sh scripts/redis-test.sh)
-#   valgrind  the integration tests $SOAK_VALGRIND_TESTS with every server
-#             under valgrind memcheck (SORI_TEST_VALGRIND=1)
+#   valgrind  the integration tests ($SOAK_VALGRIND_TESTS: all of them by
+#             default, ~17 min) with every server under valgrind memcheck
+#             (SORI_TEST_VALGRIND=1), then tests/cluster the same way
 #
 # SOAK_SMOKE=1 runs short versions (churn 60 s, flood 30 s, crash 3 cycles,
 # valgrind on one file); SOAK_ONLY="churn flood" runs a subset. Logs go to
@@ -27,7 +28,7 @@ fi
 CHURN_S=${SOAK_CHURN_S:-600}
 FLOOD_S=${SOAK_FLOOD_S:-120}
 CRASH_CYCLES=${SOAK_CRASH_CYCLES:-20}
-VALGRIND_TESTS=${SOAK_VALGRIND_TESTS:-tests/integration/test_chat_guarantees.py tests/integration/test_ws.py tests/integration/test_stomp.py tests/integration/test_http.py tests/integration/test_chat_commands.py}
+VALGRIND_TESTS=${SOAK_VALGRIND_TESTS:-tests/integration}
 ONLY=${SOAK_ONLY:-churn flood crash valgrind}
 pass=0
 fail=0
@@ -66,6 +67,8 @@ if want valgrind; then
     # shellcheck disable=SC2086 # a list of test files
     run valgrind env SORI_TEST_VALGRIND=1 timeout 7200 $PY -m pytest -q -p no:cacheprovider $VALGRIND_TESTS \
       ${PYTEST_ARGS:-}
+    [ "${SOAK_SMOKE:-0}" = 1 ] || run valgrind-cluster env SORI_TEST_VALGRIND=1 timeout 3600 \
+      scripts/pg-test.sh scripts/redis-test.sh $PY -m pytest -q -p no:cacheprovider tests/cluster ${PYTEST_ARGS:-}
   fi
 fi
 
