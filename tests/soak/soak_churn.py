@@ -365,6 +365,7 @@ async def main_async(args, srv, sampler):
     await asyncio.sleep(args.quiet)
     base = [sampler.now() for _ in range(3)]
     res["baseline"] = (max(b[0] for b in base), max(b[1] for b in base))
+    res["parts_base"] = soakutil.rss_parts(srv.pid)
     print("baseline: RSS %d KiB, fds %d" % res["baseline"], flush=True)
     st_w = (st.connects, st.acks)
     sampler_mark = len(sampler.samples)
@@ -384,6 +385,7 @@ async def main_async(args, srv, sampler):
     await asyncio.sleep(args.quiet)
     fin = [sampler.now() for _ in range(3)]
     res["final"] = (min(f[0] for f in fin), min(f[1] for f in fin))
+    res["parts_final"] = soakutil.rss_parts(srv.pid)
     # the tail: every steady client saw its rooms up to their latest seq
     await asyncio.sleep(1)
     tail_missing = 0
@@ -483,6 +485,9 @@ def main():
              (base_rss, peak_rss, fin_rss, base_rss + rss_allow), checks["RSS back to baseline"]),
             ("fds baseline/peak/final", "%d / %d / %d (slack %d)" % (base_fd, peak_fd, fin_fd, args.fd_slack),
              checks["fds back to baseline"]),
+            ("RSS KiB anon/file/shmem", "baseline %s, final %s" % tuple(
+                "/".join(str(d.get(k, 0)) for k in ("RssAnon", "RssFile", "RssShmem"))
+                for d in (res["parts_base"], res["parts_final"]))),
             ("RSS KiB after each wave", " ".join(str(r) for r, _ in res["post_wave"])),
             ("RSS growth, 2nd half of churn", "%d KiB (allowed %d)" % (growth2, args.half_slack_mib * 1024),
              checks["RSS flat in the 2nd half"]),

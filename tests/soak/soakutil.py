@@ -194,6 +194,18 @@ def rss_kib(pid):
     return 0
 
 
+def rss_parts(pid):
+    """{'RssAnon': KiB, 'RssFile': KiB, 'RssShmem': KiB}: heap and stacks vs
+    mapped files (SQLite's WAL index is shared memory)."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+                k, v = line.split(":", 1)
+                out[k] = int(v.split()[0])
+    return out
+
+
 def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
