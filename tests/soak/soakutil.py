@@ -49,6 +49,15 @@ def _stop_live():
 atexit.register(_stop_live)
 
 
+def _on_term(signum, frame):
+    # `timeout` and Ctrl-C: unwind, so the scenario's finally blocks and
+    # atexit stop the servers it started (Python's default SIGTERM would not)
+    raise SystemExit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _on_term)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
