@@ -38,7 +38,7 @@ BIN := $(OUT)/sori
 UNIT_BINS := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(wildcard tests/unit/test_*.c))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(OUT)/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-.PHONY: all sori unit asan tsan fuzz-build fuzz-bins fuzz run test deps clean bench
+.PHONY: all sori unit asan tsan fuzz-build fuzz-bins fuzz run test deps clean bench soak
 
 all: $(BIN)
 sori: $(BIN)
@@ -87,6 +87,12 @@ run: deps
 
 test: deps
 	@scripts/test.sh
+
+# The long soak and chaos tests (tests/soak/, scripts/soak.sh): churn, flood,
+# kill -9 loops, the integration tests under valgrind. Not part of `make test`.
+soak: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/soak.sh
 
 bench: deps
 	@$(MAKE) --no-print-directory all

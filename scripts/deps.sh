@@ -10,8 +10,8 @@ PKGS=(
   gcc make pkg-config clang libclang-rt-14-dev
   libuv1-dev libjansson-dev libssl-dev zlib1g-dev libsqlite3-dev libsodium-dev libpq-dev libhiredis-dev
   # tests (redis-server: the bus and cluster tests, through scripts/redis-test.sh;
-  # openssl: the command that makes the TLS tests' certificates)
-  libcmocka-dev openssl python3 python3-websockets python3-pytest python3-requests redis-server
+  # openssl: the command that makes the TLS tests' certificates; valgrind: make soak)
+  libcmocka-dev openssl valgrind python3 python3-websockets python3-pytest python3-requests redis-server
   # browser tests (driven by npm's playwright-core; never a downloaded browser)
   chromium
   # scripts/pg-test.sh: a throw-away server for the PostgreSQL store tests

@@ -29,6 +29,13 @@ SANITIZER_MARKERS = (
 )
 # Sanitized builds are slower: scale waits.
 SLOW = 3 if os.path.basename(os.path.dirname(SORI_BIN)) in ("asan", "tsan") else 1
+# SORI_TEST_VALGRIND=1 (make soak, scripts/soak.sh): every server runs under
+# valgrind memcheck (tests/soak/valgrind.supp: third-party noise only), waits
+# are 10x longer, and a test fails when its server's valgrind log reports
+# errors or definite leaks (see docs/OPERATIONS.md "Soak and chaos tests").
+VALGRIND = os.environ.get("SORI_TEST_VALGRIND") == "1"
+if VALGRIND:
+    SLOW = 10
 
 
 # Under scripts/pg-test.sh (SORI_STORE_TYPE=postgresql) every server gets a
@@ -130,6 +137,11 @@ class Server:
             self.node_id = str(next(_node_ids))
             cmd += ["--redis", os.environ["SORI_REDIS_URL"], "--node-id", self.node_id]
         cmd += list(self.args)
+        if VALGRIND:
+            cmd = ["valgrind", "--tool=memcheck", "--error-exitcode=99", "--leak-check=full",
+                   "--errors-for-leak-kinds=definite", "--num-callers=30",
+                   "--suppressions=" + os.path.join(ROOT, "tests", "soak", "valgrind.supp"),
+                   "--log-file=" + os.path.join(os.path.dirname(self.stderr_path), "valgrind.%p.log")] + cmd
         self.stderr = open(self.stderr_path, "ab")
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
@@ -214,6 +226,20 @@ def _finish(server):
         report = server.sanitizer_report()
         if report:
             pytest.fail("sanitizer report in sori's stderr:\n" + report[-8000:])
+        if VALGRIND:
+            _valgrind_check(os.path.dirname(server.stderr_path))
+
+
+def _valgrind_check(d):
+    """Fails on a valgrind log in d with errors (a run killed with SIGKILL
+    leaves no summary and is not judged)."""
+    import glob
+    for path in sorted(glob.glob(os.path.join(d, "valgrind.*.log"))):
+        with open(path, errors="replace") as f:
+            log = f.read()
+        m = re.search(r"ERROR SUMMARY: (\d+) errors", log)
+        if m and int(m.group(1)) > 0:
+            pytest.fail("valgrind: %s errors in %s:\n%s" % (m.group(1), path, log[-12000:]))
 
 
 def _finish_all(servers):
