@@ -97,9 +97,9 @@ struct conn {
     buf_t in;           /* unconsumed input; empty when idle */
     conn_out_t *outq;   /* ring of queued output */
     uint32_t outq_head, outq_len, outq_cap;
-    uint64_t out_bytes; /* queued and not yet written */
     uint32_t tp_hold;   /* front bytes the transport took and must be offered
                            again (a TLS record waiting for the socket) */
+    uint64_t out_bytes; /* queued and not yet written */
     uint64_t id;
     uint8_t peer[16];   /* IPv4-mapped or IPv6 address of the peer */
 };
